@@ -1,0 +1,11 @@
+#pragma once
+// Shared conventions of the `diffuse` program's subcommands: each command file defines one
+// `add_<name>(CLI::App&)` that registers its options and a callback. Callbacks throw
+// diffuse::InputError for bad input (exit code 2) and diffuse::Error for failures (exit code 1).
+#include <CLI/CLI.hpp>
+
+namespace diffuse::cli {
+
+void add_inspect(CLI::App& app);
+
+}  // namespace diffuse::cli

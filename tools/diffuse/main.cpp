@@ -1,0 +1,35 @@
+// `diffuse`: the command-line door to the library. Exit codes: 0 success, 1 failure, 2 bad input.
+#include <exception>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "command.hpp"
+#include "diffuse/core/error.hpp"
+#include "diffuse/version.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"diffuse: Stable Diffusion 3 components in C++ (training, sampling, checkpoints)", "diffuse"};
+  app.set_version_flag("--version", std::string("diffuse ") + DIFFUSE_VERSION_STRING);
+  app.require_subcommand(1);
+  diffuse::cli::add_inspect(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);  // prints the message and usage hint
+    return 2;
+  } catch (const diffuse::InputError& e) {
+    std::cerr << "diffuse: error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "diffuse: failed: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
