@@ -38,7 +38,8 @@ int main(int argc, char** argv) {
   });
   const double t_read = time([&] {
     std::ifstream in(path, std::ios::binary);
-    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<char> bytes(std::filesystem::file_size(path));
+    in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
     diffuse::io::SafetensorsFile f(path.string());
     for (const auto& info : f.tensors()) {
       auto t = torch::empty(info.shape);
