@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("diffuse ") + DIFFUSE_VERSION_STRING);
   app.require_subcommand(1);
   diffuse::cli::add_inspect(app);
+  diffuse::cli::add_timesteps(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
