@@ -1,0 +1,25 @@
+#pragma once
+// RMSNorm (Zhang & Sennrich 2019): x / sqrt(mean(x^2) + eps) * weight, over the last dimension.
+// SD3.5 applies it per attention head to q and k (SD3_FACTS (d) 5), eps 1e-6, computed in the
+// activation dtype as the reference does.
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+namespace diffuse::nn {
+
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  explicit RMSNormImpl(std::int64_t dim, double eps = 1e-6) : eps_(eps) {
+    weight = register_parameter("weight", torch::ones({dim}));
+  }
+  torch::Tensor forward(const torch::Tensor& x) const {
+    return x * torch::rsqrt(x.pow(2).mean(-1, true) + eps_) * weight;
+  }
+  torch::Tensor weight;
+
+ private:
+  double eps_;
+};
+TORCH_MODULE(RMSNorm);
+
+}  // namespace diffuse::nn
