@@ -1,0 +1,168 @@
+#pragma once
+// Loading and saving MM-DiT weights in the layouts the released checkpoints use: the reference's
+// single-file layout (with or without the `model.diffusion_model.` prefix) and the diffusers
+// layout (split q/k/v, renamed modules, (shift, scale) halves swapped in norm_out and in the last
+// block's context modulation). A file is checked against the full key list of its config first;
+// missing, unexpected and mis-shaped tensors are reported together, by name, with shapes.
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "diffuse/backbone/mmdit.hpp"
+#include "diffuse/backbone/mmdit_keys.hpp"
+#include "diffuse/io/model_family.hpp"
+#include "diffuse/io/safetensors.hpp"
+
+namespace diffuse::io {
+
+struct MMDiTLoadOptions {
+  std::optional<torch::ScalarType> dtype;            // compute dtype; empty keeps the file's
+  torch::Device device = torch::kCPU;
+  std::optional<backbone::MMDiTConfig> config;       // empty: detected from the shapes
+};
+
+namespace mmdit_detail {
+
+inline std::string shape_str(const std::vector<std::int64_t>& s) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+inline const Component& find_mmdit(const std::vector<Component>& cs, const std::string& path) {
+  const Component* found = nullptr;
+  for (const auto& c : cs)
+    if (c.kind == ComponentKind::MMDiT) {
+      if (found) throw InputError(path + ": holds more than one MM-DiT");
+      found = &c;
+    }
+  if (!found) throw InputError(path + ": no MM-DiT weights found (expected x_embedder.proj.weight or pos_embed.proj.weight)");
+  return *found;
+}
+
+}  // namespace mmdit_detail
+
+// The file's MM-DiT tensors in the original layout (no prefix), validated against `config`.
+inline std::vector<std::pair<std::string, torch::Tensor>> read_mmdit_tensors(const SafetensorsFile& file,
+                                                                             const backbone::MMDiTConfig& config,
+                                                                             const LoadOptions& opt = {}) {
+  const auto components = detect_components(file.tensors());
+  const auto& comp = mmdit_detail::find_mmdit(components, file.path());
+  const bool diffusers = comp.layout == KeyLayout::Diffusers;
+  const std::string& prefix = comp.prefix;
+  std::vector<std::string> problems;
+  std::set<std::string> used;
+  const auto keys = backbone::mmdit_keys(config);
+  for (const auto& k : keys) {
+    const auto sources = diffusers ? k.diffusers : std::vector<std::string>{k.name};
+    std::vector<std::int64_t> found;
+    bool ok = true;
+    for (const auto& src : sources) {
+      const auto* info = file.header().find(prefix + src);
+      if (!info) {
+        problems.push_back("missing " + prefix + src + " (expected " + mmdit_detail::shape_str(k.shape) + ")");
+        ok = false;
+        continue;
+      }
+      used.insert(info->name);
+      if (found.empty()) found = info->shape;
+      else found[0] += info->shape.empty() ? 0 : info->shape[0];  // q, k, v stack on rows
+    }
+    if (ok && found != k.shape)
+      problems.push_back("shape of " + prefix + (diffusers ? sources[0] : k.name) + ": expected " +
+                         mmdit_detail::shape_str(k.shape) + (sources.size() > 1 ? " (q, k, v together)" : "") +
+                         ", found " + mmdit_detail::shape_str(found));
+  }
+  for (const auto& t : file.tensors())
+    if (t.name.starts_with(prefix) && !used.count(t.name)) {
+      // In an all-in-one file other components live under other prefixes; with an empty prefix
+      // every tensor is ours.
+      bool other = false;
+      for (const auto& c : components)
+        if (c.kind != ComponentKind::MMDiT && !c.prefix.empty() && t.name.starts_with(c.prefix)) other = true;
+      if (!other) problems.push_back("unexpected " + t.name);
+    }
+  if (!problems.empty()) {
+    std::string msg = file.path() + ": MM-DiT weights do not match the config (" + std::to_string(problems.size()) +
+                      " problems):";
+    for (std::size_t i = 0; i < problems.size() && i < 40; ++i) msg += "\n  " + problems[i];
+    if (problems.size() > 40) msg += "\n  ... and " + std::to_string(problems.size() - 40) + " more";
+    throw InputError(msg);
+  }
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  out.reserve(keys.size());
+  for (const auto& k : keys) {
+    if (!diffusers) {
+      out.emplace_back(k.name, load_tensor(file, prefix + k.name, opt));
+      continue;
+    }
+    std::vector<torch::Tensor> parts;
+    for (const auto& src : k.diffusers) parts.push_back(load_tensor(file, prefix + src, opt));
+    torch::Tensor t = parts[0];
+    if (k.form == backbone::DiffusersForm::ConcatQKV) t = torch::cat(parts, 0);
+    if (k.form == backbone::DiffusersForm::SwapHalves) {
+      const auto h = t.chunk(2, 0);  // diffusers (scale, shift) -> reference (shift, scale)
+      t = torch::cat({h[1], h[0]}, 0);
+    }
+    out.emplace_back(k.name, t);
+  }
+  return out;
+}
+
+// Builds an MM-DiT from a checkpoint of either layout. Tensors already in the compute dtype stay
+// views of the memory-mapped file (no second copy).
+inline backbone::MMDiT load_mmdit(const std::string& path, const MMDiTLoadOptions& opt = {}) {
+  SafetensorsFile file(path);
+  const auto config = opt.config ? *opt.config : backbone::detect_mmdit_config(file.tensors(), path);
+  LoadOptions lo;
+  lo.dtype = opt.dtype;
+  lo.device = opt.device;
+  auto tensors = read_mmdit_tensors(file, config, lo);
+  backbone::MMDiT model(config, /*init_pos_embed=*/false);
+  torch::NoGradGuard no_grad;
+  auto params = model->named_parameters(true);
+  auto buffers = model->named_buffers(true);
+  for (auto& [name, t] : tensors) {
+    if (auto* p = params.find(name)) p->set_data(t);
+    else if (auto* b = buffers.find(name)) b->set_data(t);
+    else throw Error("MM-DiT: no module slot for " + name + " (library bug: key list and modules disagree)");
+  }
+  return model;
+}
+
+// The model's tensors in the chosen layout (prefix prepended), e.g. for save_safetensors.
+inline std::vector<std::pair<std::string, torch::Tensor>> mmdit_tensors(backbone::MMDiT& model, KeyLayout layout,
+                                                                        const std::string& prefix = "") {
+  auto params = model->named_parameters(true);
+  auto buffers = model->named_buffers(true);
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& k : backbone::mmdit_keys(model->config())) {
+    const auto* p = params.find(k.name);
+    const torch::Tensor t = p ? *p : *buffers.find(k.name);
+    if (layout == KeyLayout::Original) {
+      out.emplace_back(prefix + k.name, t);
+    } else if (k.form == backbone::DiffusersForm::ConcatQKV) {
+      const auto parts = t.chunk(3, 0);
+      for (int i = 0; i < 3; ++i) out.emplace_back(prefix + k.diffusers[i], parts[i]);
+    } else if (k.form == backbone::DiffusersForm::SwapHalves) {
+      const auto h = t.chunk(2, 0);
+      out.emplace_back(prefix + k.diffusers[0], torch::cat({h[1], h[0]}, 0));
+    } else {
+      out.emplace_back(prefix + k.diffusers[0], t);
+    }
+  }
+  return out;
+}
+
+inline void save_mmdit(const std::filesystem::path& path, backbone::MMDiT& model, KeyLayout layout,
+                       const std::string& prefix = "", std::map<std::string, std::string> metadata = {}) {
+  metadata.emplace("diffuse.mmdit_config", config_to_json(model->config()).dump());
+  save_safetensors(path, mmdit_tensors(model, layout, prefix), metadata);
+}
+
+}  // namespace diffuse::io
