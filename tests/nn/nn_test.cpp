@@ -1,0 +1,112 @@
+// MM-DiT building blocks against hand-computed values on tiny inputs.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+#include <torch/torch.h>
+
+#include "diffuse/nn/attention.hpp"
+#include "diffuse/nn/embeddings.hpp"
+#include "diffuse/nn/mlp.hpp"
+#include "diffuse/nn/modulation.hpp"
+#include "diffuse/nn/rms_norm.hpp"
+
+namespace t_nn {
+
+using namespace diffuse;
+
+TEST_CASE("modulate is x (1 + scale) + shift, broadcast over tokens", "[nn]") {
+  const auto x = torch::tensor({1.0, 2.0, 3.0, 4.0}).reshape({1, 2, 2});  // (B=1, L=2, D=2)
+  const auto shift = torch::tensor({0.5, -1.0}).reshape({1, 2});
+  const auto scale = torch::tensor({1.0, 0.0}).reshape({1, 2});
+  const auto y = nn::modulate(x, shift, scale);
+  CHECK(torch::allclose(y, torch::tensor({2.5, 1.0, 6.5, 3.0}).reshape({1, 2, 2})));
+}
+
+TEST_CASE("LayerNorm without affine uses eps 1e-6", "[nn]") {
+  const auto x = torch::tensor({1.0, 3.0}, torch::kFloat64).reshape({1, 2});
+  // mean 2, variance 1: (x - 2) / sqrt(1 + 1e-6)
+  const auto y = nn::layer_norm_no_affine(x);
+  CHECK(y[0][1].item<double>() == Approx(1.0 / std::sqrt(1.0 + 1e-6)).epsilon(1e-12));
+}
+
+TEST_CASE("RMSNorm scales by the root mean square and the weight", "[nn]") {
+  nn::RMSNorm norm(2);
+  torch::NoGradGuard g;
+  norm->weight.copy_(torch::tensor({2.0f, 0.5f}));
+  const auto y = norm(torch::tensor({3.0f, 4.0f}).reshape({1, 2}));
+  const double rms = std::sqrt((9.0 + 16.0) / 2 + 1e-6);
+  CHECK(y[0][0].item<float>() == Approx(3.0 / rms * 2.0));
+  CHECK(y[0][1].item<float>() == Approx(4.0 / rms * 0.5));
+}
+
+TEST_CASE("the MLP uses the tanh approximation of GELU", "[nn]") {
+  nn::Mlp mlp(1, 1);
+  torch::NoGradGuard g;
+  mlp->fc1->weight.fill_(1.0);
+  mlp->fc1->bias.fill_(0.0);
+  mlp->fc2->weight.fill_(1.0);
+  mlp->fc2->bias.fill_(0.0);
+  const double x = 1.0;
+  const double tanh_gelu = 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
+  const double exact_gelu = 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+  const double y = mlp(torch::tensor({x}, torch::kFloat64).reshape({1, 1}).to(torch::kFloat32)).item<float>();
+  CHECK(y == Approx(tanh_gelu).epsilon(1e-6));
+  CHECK(std::abs(y - exact_gelu) > 1e-4);  // the test can tell the two apart
+}
+
+TEST_CASE("the attention entry point equals softmax(q k^T / sqrt(d)) v", "[nn]") {
+  torch::manual_seed(1);
+  const auto q = torch::randn({2, 5, 8}), k = torch::randn({2, 7, 8}), v = torch::randn({2, 7, 8});
+  const auto a = nn::attention(q, k, v, 2), b = nn::attention_reference(q, k, v, 2);
+  CHECK(a.sizes() == torch::IntArrayRef{2, 5, 8});
+  CHECK(torch::allclose(a, b, 1e-5, 1e-6));
+  // One key: the output is its value, whatever the query.
+  const auto one = nn::attention(q, k.narrow(1, 0, 1), v.narrow(1, 0, 1), 2);
+  CHECK(torch::allclose(one, v.narrow(1, 0, 1).expand({2, 5, 8})));
+}
+
+TEST_CASE("the timestep embedding is [cos, sin] of t times 10000^(-k/128)", "[nn]") {
+  const auto e = nn::timestep_embedding(torch::tensor({0.0f, 500.0f}), 256);
+  REQUIRE(e.sizes() == torch::IntArrayRef{2, 256});
+  CHECK(e[0][0].item<float>() == 1.0f);    // cos(0)
+  CHECK(e[0][128].item<float>() == 0.0f);  // sin(0)
+  const double f5 = std::exp(-std::log(10000.0) * 5 / 128);
+  CHECK(e[1][5].item<float>() == Approx(std::cos(500 * f5)).margin(1e-5));
+  CHECK(e[1][128 + 5].item<float>() == Approx(std::sin(500 * f5)).margin(1e-5));
+}
+
+TEST_CASE("the 2-D sin-cos table encodes the column in its first half", "[nn]") {
+  const auto t = nn::sincos_pos_embed_2d(8, 3);  // (1, 9, 8)
+  REQUIRE(t.sizes() == torch::IntArrayRef{1, 9, 8});
+  // token (row 1, col 2) = index 5: first half from column 2, second half from row 1.
+  CHECK(t[0][5][0].item<float>() == Approx(std::sin(2.0)));           // sin(col * 1)
+  CHECK(t[0][5][2].item<float>() == Approx(std::cos(2.0)));           // cos(col * 1)
+  CHECK(t[0][5][4].item<float>() == Approx(std::sin(1.0)));           // sin(row * 1)
+  CHECK(t[0][5][5].item<float>() == Approx(std::sin(1.0 / 100.0)));   // omega_1 = 10000^(-1/2)
+}
+
+TEST_CASE("the position table is centre-cropped", "[nn]") {
+  const auto table = torch::arange(16 * 2, torch::kFloat32).reshape({1, 16, 2});  // P = 4
+  const auto c = nn::crop_pos_embed(table, 2, 3);  // top = 1, left = 0
+  REQUIRE(c.sizes() == torch::IntArrayRef{1, 6, 2});
+  CHECK(c[0][0][0].item<float>() == 2 * (1 * 4 + 0));
+  CHECK(c[0][5][0].item<float>() == 2 * (2 * 4 + 2));
+  CHECK_THROWS_AS(nn::crop_pos_embed(table, 5, 1), InputError);
+}
+
+TEST_CASE("unpatchify puts channel (py p + px) C + c at pixel (h p + py, w p + px)", "[nn]") {
+  const std::int64_t p = 2, c = 3, h = 2, w = 3;
+  const auto tokens = torch::arange(h * w * p * p * c, torch::kFloat32).reshape({1, h * w, p * p * c});
+  const auto img = nn::unpatchify(tokens, h, w, p, c);
+  REQUIRE(img.sizes() == torch::IntArrayRef{1, c, h * p, w * p});
+  for (std::int64_t hi = 0; hi < h; ++hi)
+    for (std::int64_t wi = 0; wi < w; ++wi)
+      for (std::int64_t py = 0; py < p; ++py)
+        for (std::int64_t px = 0; px < p; ++px)
+          for (std::int64_t ci = 0; ci < c; ++ci)
+            CHECK(img[0][ci][hi * p + py][wi * p + px].item<float>() ==
+                  tokens[0][hi * w + wi][(py * p + px) * c + ci].item<float>());
+}
+
+}  // namespace t_nn
