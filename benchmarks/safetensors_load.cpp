@@ -8,9 +8,11 @@
 #include <fstream>
 #include <vector>
 
+#include <diffuse/core/runtime_tuning.hpp>
 #include <diffuse/diffuse.hpp>
 
 int main(int argc, char** argv) {
+  diffuse::tune_runtime(argv);  // DIFFUSE_NO_TUNE=1 measures the untuned baseline
   diffuse::configure_threads();
   const int mb = argc > 1 ? std::atoi(argv[1]) : 256;
   const int repeats = argc > 2 ? std::atoi(argv[2]) : 5;

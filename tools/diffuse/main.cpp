@@ -6,14 +6,17 @@
 
 #include "command.hpp"
 #include "diffuse/core/error.hpp"
+#include "diffuse/core/runtime_tuning.hpp"
 #include "diffuse/version.hpp"
 
 int main(int argc, char** argv) {
+  diffuse::tune_runtime(argv);  // OpenMP wait policy, OpenBLAS kernels: see docs/performance.md
   CLI::App app{"diffuse: Stable Diffusion 3 components in C++ (training, sampling, checkpoints)", "diffuse"};
   app.set_version_flag("--version", std::string("diffuse ") + DIFFUSE_VERSION_STRING);
   app.require_subcommand(1);
   diffuse::cli::add_inspect(app);
   diffuse::cli::add_timesteps(app);
+  diffuse::cli::add_forward(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

