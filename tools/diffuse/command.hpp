@@ -9,5 +9,6 @@ namespace diffuse::cli {
 void add_inspect(CLI::App& app);
 void add_timesteps(CLI::App& app);
 void add_forward(CLI::App& app);
+void add_denoise(CLI::App& app);
 
 }  // namespace diffuse::cli

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   diffuse::cli::add_inspect(app);
   diffuse::cli::add_timesteps(app);
   diffuse::cli::add_forward(app);
+  diffuse::cli::add_denoise(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
