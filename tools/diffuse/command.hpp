@@ -10,5 +10,6 @@ void add_inspect(CLI::App& app);
 void add_timesteps(CLI::App& app);
 void add_forward(CLI::App& app);
 void add_denoise(CLI::App& app);
+void add_shapes(CLI::App& app);
 
 }  // namespace diffuse::cli

@@ -1,0 +1,53 @@
+// `diffuse shapes`: render a caption, write a dataset, evaluate it (ground truth scores 1.0,
+// wrong captions score 0), and bad input exits with code 2.
+#include <catch2/catch.hpp>
+
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "diffuse/eval/shapes_eval.hpp"
+#include "test_util.hpp"
+
+namespace t_cli_shapes {
+
+using namespace diffuse;
+using Catch::Matchers::Contains;
+
+test::RunResult diffuse_run(const std::string& args) { return test::run(std::string(DIFFUSE_CLI) + " " + args); }
+
+TEST_CASE("diffuse shapes render, dataset and eval", "[cli][shapes]") {
+  test::TempDir dir;
+  const auto img = (dir / "r.png").string();
+  REQUIRE(diffuse_run("shapes render --prompt 'a red circle above a blue square' --seed 3 --out " + img).exit_code == 0);
+  CHECK(eval::evaluate_image(io::read_png(img), {"a red circle above a blue square", data::Category::Position, false}));
+  CHECK_THAT(io::read_png_text(img).at(0).second, Contains("a red circle above a blue square"));
+
+  const auto ds = (dir / "ds").string();
+  REQUIRE(diffuse_run("shapes dataset --count 36 --out " + ds).exit_code == 0);
+  const auto ev = diffuse_run("shapes eval --images " + ds);
+  REQUIRE(ev.exit_code == 0);
+  CHECK_THAT(ev.out, Contains("overall         1.000"));
+  std::ifstream j(ds + "/shapes_eval.json");
+  CHECK(nlohmann::json::parse(j)["categories"]["counting"]["total"] == 6);
+
+  // The same images judged against other captions fail.
+  std::ifstream in(ds + "/captions.jsonl");
+  std::string lines, line;
+  while (std::getline(in, line)) {
+    auto e = nlohmann::json::parse(line);
+    e["caption"] = e["caption"].get<std::string>().find("red") != std::string::npos ? "four blue squares" : "four red squares";
+    e["category"] = "counting";
+    lines += e.dump() + "\n";
+  }
+  test::write_bytes(ds + "/captions.jsonl", lines);
+  CHECK_THAT(diffuse_run("shapes eval --images " + ds).out, Contains("overall         0.000"));
+
+  CHECK(diffuse_run("shapes render --prompt 'a pink circle' --out " + img).exit_code == 2);
+  CHECK(diffuse_run("shapes eval --images " + (dir / "none").string()).exit_code == 2);
+  CHECK(diffuse_run("shapes dataset --count 0 --out " + ds).exit_code == 2);
+  test::write_bytes(dir / "bad.json", "[{\"prompt\": \"a red circle\", \"category\": \"sizes\"}]");
+  CHECK(diffuse_run("shapes eval --images " + ds + " --prompts " + (dir / "bad.json").string()).exit_code == 2);
+}
+
+}  // namespace t_cli_shapes
