@@ -71,4 +71,14 @@ inline RunResult run(const std::string& command) {
   return r;
 }
 
+#ifdef DIFFUSE_CLI
+// Runs the built `diffuse` program (its path comes from CMake) with the given arguments.
+inline RunResult run_cli(const std::string& args) {
+  std::string line = DIFFUSE_CLI;  // appended in steps: g++ 12 -O3 misreports operator+ here (-Wstringop-overflow)
+  line += ' ';
+  line += args;
+  return run(line);
+}
+#endif
+
 }  // namespace diffuse::test

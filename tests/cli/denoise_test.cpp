@@ -13,8 +13,6 @@ namespace t_cli_denoise {
 using namespace diffuse;
 using Catch::Matchers::Contains;
 
-test::RunResult diffuse_run(const std::string& args) { return test::run(std::string(DIFFUSE_CLI) + " " + args); }
-
 TEST_CASE("diffuse denoise samples deterministically and writes the trajectory", "[cli][sampling]") {
   auto c = backbone::MMDiTConfig::scaling(2);
   c.adm_in = 8;
@@ -29,10 +27,10 @@ TEST_CASE("diffuse denoise samples deterministically and writes the trajectory",
                                                 {"uncond_context", torch::zeros({1, 3, 16})}, {"uncond_y", torch::zeros({1, 8})}});
   const std::string base = "denoise --weights " + (dir / "w.safetensors").string() + " --inputs " +
                            (dir / "in.safetensors").string() + " --steps 5 --cfg 3 ";
-  const auto a = diffuse_run(base + "--trajectory --out " + (dir / "a.safetensors").string());
+  const auto a = test::run_cli(base + "--trajectory --out " + (dir / "a.safetensors").string());
   REQUIRE(a.exit_code == 0);
   CHECK_THAT(a.err, Contains("denoise 5/5"));
-  const auto b = diffuse_run(base + "--out " + (dir / "b.safetensors").string());
+  const auto b = test::run_cli(base + "--out " + (dir / "b.safetensors").string());
   REQUIRE(b.exit_code == 0);
   const auto ra = io::load_safetensors((dir / "a.safetensors").string());
   const auto rb = io::load_safetensors((dir / "b.safetensors").string());
@@ -41,19 +39,19 @@ TEST_CASE("diffuse denoise samples deterministically and writes the trajectory",
   CHECK_FALSE(rb.contains("step0.x"));
   CHECK(torch::allclose(ra["latent_out"], ra["x_final"] / 1.5305 + 0.0609));
   for (const char* sampler : {"heun", "dpmpp_2m", "euler_stochastic"})
-    CHECK(diffuse_run(base + "--sampler " + sampler + " --out " + (dir / "s.safetensors").string()).exit_code == 0);
+    CHECK(test::run_cli(base + "--sampler " + sampler + " --out " + (dir / "s.safetensors").string()).exit_code == 0);
 
-  CHECK(diffuse_run(base + "--sampler bogus --out " + (dir / "x.safetensors").string()).exit_code == 2);
-  CHECK(diffuse_run(base + "--schedule bogus --out " + (dir / "x.safetensors").string()).exit_code == 2);
-  CHECK(diffuse_run(base + "--slg-scale 2 --skip-layers 9 --out " + (dir / "x.safetensors").string()).exit_code == 2);
-  CHECK(diffuse_run(base + "--steps 0 --out " + (dir / "x.safetensors").string()).exit_code == 2);
+  CHECK(test::run_cli(base + "--sampler bogus --out " + (dir / "x.safetensors").string()).exit_code == 2);
+  CHECK(test::run_cli(base + "--schedule bogus --out " + (dir / "x.safetensors").string()).exit_code == 2);
+  CHECK(test::run_cli(base + "--slg-scale 2 --skip-layers 9 --out " + (dir / "x.safetensors").string()).exit_code == 2);
+  CHECK(test::run_cli(base + "--steps 0 --out " + (dir / "x.safetensors").string()).exit_code == 2);
 }
 
 #ifdef DIFFUSE_TESTDATA_DIR
 TEST_CASE("diffuse denoise reproduces the reference sampler_c run", "[cli][sampling][parity]") {
   const std::string d = std::string(DIFFUSE_TESTDATA_DIR) + "/sd3ref/";
   test::TempDir dir;
-  const auto r = diffuse_run("denoise --weights " + d + "mmdit_c.weights.safetensors --inputs " + d +
+  const auto r = test::run_cli("denoise --weights " + d + "mmdit_c.weights.safetensors --inputs " + d +
                              "sampler_c.io.safetensors --steps 6 --cfg 4 --shift 3 --slg-scale 2.5 --skip-layers 0 "
                              "--skip-layer-start 0.01 --skip-layer-end 0.5 --trajectory --out " + (dir / "o.safetensors").string());
   REQUIRE(r.exit_code == 0);

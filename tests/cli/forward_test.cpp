@@ -13,8 +13,6 @@ namespace t_cli_forward {
 using namespace diffuse;
 using Catch::Matchers::Contains;
 
-test::RunResult diffuse_run(const std::string& args) { return test::run(std::string(DIFFUSE_CLI) + " " + args); }
-
 TEST_CASE("diffuse forward runs an MM-DiT checkpoint on named inputs", "[cli][mmdit]") {
   auto c = backbone::MMDiTConfig::scaling(2);
   c.adm_in = 8;
@@ -27,7 +25,7 @@ TEST_CASE("diffuse forward runs an MM-DiT checkpoint on named inputs", "[cli][mm
   const auto x = torch::randn({1, 16, 4, 6}), sigma = torch::tensor({0.3f});
   const auto y = torch::randn({1, 8}), ctx = torch::randn({1, 3, 16});
   io::save_safetensors(dir / "in.safetensors", {{"x", x}, {"sigma", sigma}, {"y", y}, {"context", ctx}});
-  const auto r = diffuse_run("forward --weights " + (dir / "w.safetensors").string() + " --inputs " +
+  const auto r = test::run_cli("forward --weights " + (dir / "w.safetensors").string() + " --inputs " +
                              (dir / "in.safetensors").string() + " --out " + (dir / "out.safetensors").string());
   REQUIRE(r.exit_code == 0);
   torch::NoGradGuard g;
@@ -35,7 +33,7 @@ TEST_CASE("diffuse forward runs an MM-DiT checkpoint on named inputs", "[cli][mm
   const auto got = io::load_safetensors((dir / "out.safetensors").string())["out"];
   CHECK(torch::allclose(got, expect, 1e-5, 1e-6));
 
-  const auto skip = diffuse_run("forward --weights " + (dir / "w.safetensors").string() + " --inputs " +
+  const auto skip = test::run_cli("forward --weights " + (dir / "w.safetensors").string() + " --inputs " +
                                 (dir / "in.safetensors").string() + " --out " + (dir / "skip.safetensors").string() +
                                 " --skip-layers 0");
   REQUIRE(skip.exit_code == 0);
@@ -43,14 +41,14 @@ TEST_CASE("diffuse forward runs an MM-DiT checkpoint on named inputs", "[cli][mm
                         model->forward(x, sigma * 1000, y, ctx, {0}), 1e-5, 1e-6));
 
   io::save_safetensors(dir / "partial.safetensors", {{"x", x}, {"sigma", sigma}, {"y", y}});
-  const auto missing = diffuse_run("forward --weights " + (dir / "w.safetensors").string() + " --inputs " +
+  const auto missing = test::run_cli("forward --weights " + (dir / "w.safetensors").string() + " --inputs " +
                                    (dir / "partial.safetensors").string() + " --out " + (dir / "o.safetensors").string());
   CHECK(missing.exit_code == 2);
   CHECK_THAT(missing.err, Contains("input tensor 'context' is missing"));
-  CHECK(diffuse_run("forward --weights " + (dir / "in.safetensors").string() + " --inputs " +
+  CHECK(test::run_cli("forward --weights " + (dir / "in.safetensors").string() + " --inputs " +
                     (dir / "in.safetensors").string() + " --out " + (dir / "o.safetensors").string())
             .exit_code == 2);
-  CHECK(diffuse_run("forward --weights " + (dir / "w.safetensors").string() + " --inputs " +
+  CHECK(test::run_cli("forward --weights " + (dir / "w.safetensors").string() + " --inputs " +
                     (dir / "in.safetensors").string() + " --out " + (dir / "o.safetensors").string() + " --dtype f8")
             .exit_code == 2);
 }
@@ -59,7 +57,7 @@ TEST_CASE("diffuse forward runs an MM-DiT checkpoint on named inputs", "[cli][mm
 TEST_CASE("diffuse forward reproduces the reference mmdit_a output", "[cli][mmdit][parity]") {
   const std::string d = std::string(DIFFUSE_TESTDATA_DIR) + "/sd3ref/";
   test::TempDir dir;
-  const auto r = diffuse_run("forward --weights " + d + "mmdit_a.weights.safetensors --inputs " + d +
+  const auto r = test::run_cli("forward --weights " + d + "mmdit_a.weights.safetensors --inputs " + d +
                              "mmdit_a.io.safetensors --out " + (dir / "o.safetensors").string());
   REQUIRE(r.exit_code == 0);
   const auto ref = io::load_safetensors(d + "mmdit_a.io.safetensors")["out"];

@@ -14,24 +14,20 @@ namespace t_cli_inspect {
 using namespace diffuse;
 using Catch::Matchers::Contains;
 
-const std::string cli = DIFFUSE_CLI;  // path of the built `diffuse` program, from CMake
-
-test::RunResult diffuse_run(const std::string& args) { return test::run(cli + " " + args); }
-
 std::size_t lines(const std::string& s) { return static_cast<std::size_t>(std::count(s.begin(), s.end(), '\n')); }
 
 TEST_CASE("diffuse --help, --version and usage errors", "[cli]") {
-  const auto help = diffuse_run("--help");
+  const auto help = test::run_cli("--help");
   CHECK(help.exit_code == 0);
   CHECK_THAT(help.out, Contains("inspect"));
-  const auto version = diffuse_run("--version");
+  const auto version = test::run_cli("--version");
   CHECK(version.exit_code == 0);
   CHECK_THAT(version.out, Contains("diffuse 0."));
-  CHECK(diffuse_run("").exit_code == 2);                  // a subcommand is required
-  CHECK(diffuse_run("frobnicate").exit_code == 2);        // unknown subcommand
-  CHECK(diffuse_run("inspect").exit_code == 2);           // missing FILE
-  CHECK(diffuse_run("inspect --bogus x").exit_code == 2);  // unknown option
-  CHECK(diffuse_run("inspect --help").exit_code == 0);
+  CHECK(test::run_cli("").exit_code == 2);                  // a subcommand is required
+  CHECK(test::run_cli("frobnicate").exit_code == 2);        // unknown subcommand
+  CHECK(test::run_cli("inspect").exit_code == 2);           // missing FILE
+  CHECK(test::run_cli("inspect --bogus x").exit_code == 2);  // unknown option
+  CHECK(test::run_cli("inspect --help").exit_code == 0);
 }
 
 TEST_CASE("diffuse inspect lists tensors, parameters, metadata and the family", "[cli]") {
@@ -44,12 +40,12 @@ TEST_CASE("diffuse inspect lists tensors, parameters, metadata and the family", 
                          {"final_layer.linear.weight", io::Dtype::F32, {64, 128},
                           {reinterpret_cast<const std::byte*>(fl.data()), fl.size() * 4}}},
                         {{"note", "made by a test"}});
-  const auto text = diffuse_run("inspect " + path.string());
+  const auto text = test::run_cli("inspect " + path.string());
   REQUIRE(text.exit_code == 0);
   CHECK_THAT(text.out, Contains("x_embedder.proj.weight") && Contains("[128, 16, 2, 2]") && Contains("16384") &&
                            Contains("note: made by a test") && Contains("MM-DiT: custom"));
 
-  const auto js = diffuse_run("inspect --json " + path.string());
+  const auto js = test::run_cli("inspect --json " + path.string());
   REQUIRE(js.exit_code == 0);
   const auto j = nlohmann::json::parse(js.out);
   CHECK(j["parameters"] == 128 * 16 * 4 + 64 * 128);
@@ -58,7 +54,7 @@ TEST_CASE("diffuse inspect lists tensors, parameters, metadata and the family", 
   CHECK(j["components"][0]["kind"] == "MM-DiT");
   CHECK(j["components"][0]["sizes"]["hidden"] == 128);
 
-  const auto summary = diffuse_run("inspect --summary " + path.string());
+  const auto summary = test::run_cli("inspect --summary " + path.string());
   CHECK(summary.exit_code == 0);
   CHECK_THAT(summary.out, !Contains("[128, 16, 2, 2]"));
 }
@@ -88,14 +84,14 @@ TEST_CASE("diffuse inspect rejects malformed files with one line and exit code 2
     DYNAMIC_SECTION(name) {
       const auto path = dir / (name + ".safetensors");
       test::write_bytes(path, bytes);
-      const auto r = diffuse_run("inspect " + path.string());
+      const auto r = test::run_cli("inspect " + path.string());
       CHECK(r.exit_code == 2);
       CHECK(lines(r.err) == 1);
       CHECK_THAT(r.err, Contains("diffuse: error:") && Contains(name + ".safetensors"));
       CHECK(r.out.empty());
     }
   }
-  const auto missing = diffuse_run("inspect " + (dir / "absent.safetensors").string());
+  const auto missing = test::run_cli("inspect " + (dir / "absent.safetensors").string());
   CHECK(missing.exit_code == 2);
   CHECK_THAT(missing.err, Contains("absent.safetensors") && Contains("cannot open"));
 }
@@ -126,7 +122,7 @@ TEST_CASE("diffuse inspect recognises the reference test vectors", "[cli][parity
   };
   for (const auto& e : cases) {
     DYNAMIC_SECTION(e.file) {
-      const auto r = diffuse_run("inspect --json " + root + e.file);
+      const auto r = test::run_cli("inspect --json " + root + e.file);
       REQUIRE(r.exit_code == 0);
       const auto j = nlohmann::json::parse(r.out);
       CHECK(j["tensor_count"].get<int>() > 0);

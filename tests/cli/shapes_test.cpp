@@ -14,18 +14,16 @@ namespace t_cli_shapes {
 using namespace diffuse;
 using Catch::Matchers::Contains;
 
-test::RunResult diffuse_run(const std::string& args) { return test::run(std::string(DIFFUSE_CLI) + " " + args); }
-
 TEST_CASE("diffuse shapes render, dataset and eval", "[cli][shapes]") {
   test::TempDir dir;
   const auto img = (dir / "r.png").string();
-  REQUIRE(diffuse_run("shapes render --prompt 'a red circle above a blue square' --seed 3 --out " + img).exit_code == 0);
+  REQUIRE(test::run_cli("shapes render --prompt 'a red circle above a blue square' --seed 3 --out " + img).exit_code == 0);
   CHECK(eval::evaluate_image(io::read_png(img), {"a red circle above a blue square", data::Category::Position, false}));
   CHECK_THAT(io::read_png_text(img).at(0).second, Contains("a red circle above a blue square"));
 
   const auto ds = (dir / "ds").string();
-  REQUIRE(diffuse_run("shapes dataset --count 36 --out " + ds).exit_code == 0);
-  const auto ev = diffuse_run("shapes eval --images " + ds);
+  REQUIRE(test::run_cli("shapes dataset --count 36 --out " + ds).exit_code == 0);
+  const auto ev = test::run_cli("shapes eval --images " + ds);
   REQUIRE(ev.exit_code == 0);
   CHECK_THAT(ev.out, Contains("overall         1.000"));
   std::ifstream j(ds + "/shapes_eval.json");
@@ -41,13 +39,13 @@ TEST_CASE("diffuse shapes render, dataset and eval", "[cli][shapes]") {
     lines += e.dump() + "\n";
   }
   test::write_bytes(ds + "/captions.jsonl", lines);
-  CHECK_THAT(diffuse_run("shapes eval --images " + ds).out, Contains("overall         0.000"));
+  CHECK_THAT(test::run_cli("shapes eval --images " + ds).out, Contains("overall         0.000"));
 
-  CHECK(diffuse_run("shapes render --prompt 'a pink circle' --out " + img).exit_code == 2);
-  CHECK(diffuse_run("shapes eval --images " + (dir / "none").string()).exit_code == 2);
-  CHECK(diffuse_run("shapes dataset --count 0 --out " + ds).exit_code == 2);
+  CHECK(test::run_cli("shapes render --prompt 'a pink circle' --out " + img).exit_code == 2);
+  CHECK(test::run_cli("shapes eval --images " + (dir / "none").string()).exit_code == 2);
+  CHECK(test::run_cli("shapes dataset --count 0 --out " + ds).exit_code == 2);
   test::write_bytes(dir / "bad.json", "[{\"prompt\": \"a red circle\", \"category\": \"sizes\"}]");
-  CHECK(diffuse_run("shapes eval --images " + ds + " --prompts " + (dir / "bad.json").string()).exit_code == 2);
+  CHECK(test::run_cli("shapes eval --images " + ds + " --prompts " + (dir / "bad.json").string()).exit_code == 2);
 }
 
 }  // namespace t_cli_shapes

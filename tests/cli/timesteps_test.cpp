@@ -11,8 +11,6 @@ namespace t_cli_timesteps {
 using namespace diffuse;
 using Catch::Matchers::Contains;
 
-test::RunResult diffuse_run(const std::string& args) { return test::run(std::string(DIFFUSE_CLI) + " " + args); }
-
 std::vector<double> numbers(const std::string& text) {
   std::istringstream in(text);
   std::vector<double> v;
@@ -22,7 +20,7 @@ std::vector<double> numbers(const std::string& text) {
 }
 
 TEST_CASE("diffuse timesteps sample prints seeded t in (0, 1)", "[cli][timesteps]") {
-  const auto a = diffuse_run("timesteps sample --dist 'logit_normal(0,1)' --count 2000 --seed 9");
+  const auto a = test::run_cli("timesteps sample --dist 'logit_normal(0,1)' --count 2000 --seed 9");
   REQUIRE(a.exit_code == 0);
   const auto v = numbers(a.out);
   REQUIRE(v.size() == 2000);
@@ -33,17 +31,17 @@ TEST_CASE("diffuse timesteps sample prints seeded t in (0, 1)", "[cli][timesteps
     mean += t / v.size();
   }
   CHECK(mean == Approx(0.5).margin(0.02));  // symmetric for m = 0
-  CHECK(diffuse_run("timesteps sample --dist 'logit_normal(0,1)' --count 2000 --seed 9").out == a.out);
-  CHECK(diffuse_run("timesteps sample --dist 'logit_normal(0,1)' --count 2000 --seed 10").out != a.out);
+  CHECK(test::run_cli("timesteps sample --dist 'logit_normal(0,1)' --count 2000 --seed 9").out == a.out);
+  CHECK(test::run_cli("timesteps sample --dist 'logit_normal(0,1)' --count 2000 --seed 10").out != a.out);
   // The shift moves mass towards noise: the mean grows.
-  const auto s = numbers(diffuse_run("timesteps sample --dist 'logit_normal(0,1)' --count 2000 --seed 9 --shift 3").out);
+  const auto s = numbers(test::run_cli("timesteps sample --dist 'logit_normal(0,1)' --count 2000 --seed 9 --shift 3").out);
   double shifted = 0;
   for (double t : s) shifted += t / s.size();
   CHECK(shifted > mean + 0.1);
 }
 
 TEST_CASE("diffuse timesteps density prints t and pi(t)", "[cli][timesteps]") {
-  const auto r = diffuse_run("timesteps density --dist cosmap --points 3");
+  const auto r = test::run_cli("timesteps density --dist cosmap --points 3");
   REQUIRE(r.exit_code == 0);
   const auto v = numbers(r.out);
   REQUIRE(v.size() == 6);
@@ -53,7 +51,7 @@ TEST_CASE("diffuse timesteps density prints t and pi(t)", "[cli][timesteps]") {
 
 TEST_CASE("diffuse timesteps plot writes a PNG", "[cli][timesteps]") {
   test::TempDir dir;
-  const auto r = diffuse_run("timesteps plot --out " + (dir / "p.png").string());
+  const auto r = test::run_cli("timesteps plot --out " + (dir / "p.png").string());
   REQUIRE(r.exit_code == 0);
   const auto img = io::read_png(dir / "p.png");
   CHECK(img.shape()[1] > img.shape()[0]);
@@ -65,14 +63,14 @@ TEST_CASE("bad timestep specifications exit with code 2", "[cli][timesteps]") {
   for (const char* bad : {"'lognormal(0,1)'", "'logit_normal(0)'", "'logit_normal(0,-1)'", "'mode(2)'", "'mode(x)'",
                           "'cosmap(1)'", "'uniform('"}) {
     DYNAMIC_SECTION(bad) {
-      const auto r = diffuse_run(std::string("timesteps sample --count 1 --dist ") + bad);
+      const auto r = test::run_cli(std::string("timesteps sample --count 1 --dist ") + bad);
       CHECK(r.exit_code == 2);
       CHECK_THAT(r.err, Contains("diffuse: error: timesteps") || Contains("mode(s)"));
     }
   }
-  CHECK(diffuse_run("timesteps sample --count 1 --shift 0").exit_code == 2);
-  CHECK(diffuse_run("timesteps sample --count -3").exit_code == 2);
-  CHECK(diffuse_run("timesteps plot").exit_code == 2);  // --out is required
+  CHECK(test::run_cli("timesteps sample --count 1 --shift 0").exit_code == 2);
+  CHECK(test::run_cli("timesteps sample --count -3").exit_code == 2);
+  CHECK(test::run_cli("timesteps plot").exit_code == 2);  // --out is required
 }
 
 }  // namespace t_cli_timesteps

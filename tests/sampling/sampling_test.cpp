@@ -190,3 +190,33 @@ TEST_CASE("img2img starts part-way down the schedule from a noised latent", "[sa
 }
 
 }  // namespace t_sampling
+
+#include "diffuse/sampling/conditioning.hpp"
+
+namespace t_sampling_conditioning {
+
+using namespace diffuse;
+using namespace diffuse::sampling;
+
+TEST_CASE("SD3 conditioning is assembled from per-encoder outputs, with zeros for dropped encoders", "[sampling]") {
+  EncoderOutputs e;
+  e.clip_l_hidden = torch::ones({2, 77, 768});
+  e.clip_l_pooled = torch::full({2, 768}, 2.0);
+  e.t5_hidden = torch::full({2, 77, 4096}, 3.0);  // CLIP-G dropped
+  const auto c = assemble_sd3_conditioning(e, 2);
+  REQUIRE(c.context.sizes() == torch::IntArrayRef{2, 154, 4096});
+  REQUIRE(c.pooled.sizes() == torch::IntArrayRef{2, 2048});
+  CHECK(c.context.narrow(1, 0, 77).narrow(2, 0, 768).eq(1).all().item<bool>());
+  CHECK(c.context.narrow(1, 0, 77).narrow(2, 768, 4096 - 768).eq(0).all().item<bool>());  // CLIP-G zeros + padding
+  CHECK(c.context.narrow(1, 77, 77).eq(3).all().item<bool>());
+  CHECK(c.pooled.narrow(1, 768, 1280).eq(0).all().item<bool>());
+  CHECK(assemble_sd3_conditioning({}, 1).context.abs().sum().item<float>() == 0);  // everything dropped
+  EncoderOutputs longer;
+  longer.t5_hidden = torch::zeros({1, 256, 4096});  // diffusers' max_sequence_length
+  CHECK(assemble_sd3_conditioning(longer, 1).context.size(1) == 77 + 256);
+  EncoderOutputs bad;
+  bad.clip_g_hidden = torch::zeros({1, 77, 1024});
+  CHECK_THROWS_WITH(assemble_sd3_conditioning(bad, 1), Catch::Matchers::Contains("CLIP-G hidden states must be [1, 77, 1280]"));
+}
+
+}  // namespace t_sampling_conditioning

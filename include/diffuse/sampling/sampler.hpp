@@ -83,6 +83,25 @@ class Run {
   SampleResult result_;
 };
 
+// The loop every sampler shares: one denoiser call per step, then `step(i, x, denoised, sigma,
+// sigma_next)` gives the next state (and may call the model again through `calls`).
+template <class Step>
+SampleResult run_steps(const Denoiser& model, torch::Tensor x, const std::vector<double>& sigmas,
+                       const StepCallback& on_step, Step&& step) {
+  Run run(x, sigmas, on_step);
+  int calls = 0;
+  for (int i = 0; i < run.steps(); ++i) {
+    const double s = run.sigma(i), sn = run.sigma(i + 1);
+    const auto denoised = model(x, s, i);
+    ++calls;
+    auto next = step(i, x, denoised, s, sn, calls);
+    const bool go = run.advance(i, x, next, denoised);
+    x = std::move(next);
+    if (!go) break;
+  }
+  return run.finish(std::move(x), calls);
+}
+
 }  // namespace detail
 
 // Euler (the SD3 paper's sampler): x <- x + (sigma_next - sigma) (x - x0-hat) / sigma.
@@ -90,18 +109,10 @@ struct Euler {
   static constexpr const char* name = "euler";
   SampleResult sample(const Denoiser& model, torch::Tensor x, const std::vector<double>& sigmas,
                       const StepCallback& on_step = {}) const {
-    detail::Run run(x, sigmas, on_step);
-    int calls = 0;
-    for (int i = 0; i < run.steps(); ++i) {
-      const double s = run.sigma(i), sn = run.sigma(i + 1);
-      const auto denoised = model(x, s, i);
-      ++calls;
-      auto next = x + (x - denoised) / s * (sn - s);
-      const bool go = run.advance(i, x, next, denoised);
-      x = std::move(next);
-      if (!go) break;
-    }
-    return run.finish(std::move(x), calls);
+    return detail::run_steps(model, std::move(x), sigmas, on_step,
+                             [](int, const torch::Tensor& x, const torch::Tensor& denoised, double s, double sn, int&) {
+                               return x + (x - denoised) / s * (sn - s);
+                             });
   }
 };
 
@@ -111,24 +122,17 @@ struct Heun {
   static constexpr const char* name = "heun";
   SampleResult sample(const Denoiser& model, torch::Tensor x, const std::vector<double>& sigmas,
                       const StepCallback& on_step = {}) const {
-    detail::Run run(x, sigmas, on_step);
-    int calls = 0;
-    for (int i = 0; i < run.steps(); ++i) {
-      const double s = run.sigma(i), sn = run.sigma(i + 1);
-      const auto denoised = model(x, s, i);
-      ++calls;
-      const auto d = (x - denoised) / s;
-      auto next = x + d * (sn - s);
-      if (sn > 0) {
-        const auto d2 = (next - model(next, sn, i)) / sn;
-        ++calls;
-        next = x + (d + d2) * (0.5 * (sn - s));
-      }
-      const bool go = run.advance(i, x, next, denoised);
-      x = std::move(next);
-      if (!go) break;
-    }
-    return run.finish(std::move(x), calls);
+    return detail::run_steps(model, std::move(x), sigmas, on_step,
+                             [&](int i, const torch::Tensor& x, const torch::Tensor& denoised, double s, double sn, int& calls) {
+                               const auto d = (x - denoised) / s;
+                               auto next = x + d * (sn - s);
+                               if (sn > 0) {
+                                 const auto d2 = (next - model(next, sn, i)) / sn;
+                                 ++calls;
+                                 next = x + (d + d2) * (0.5 * (sn - s));
+                               }
+                               return next;
+                             });
   }
 };
 
@@ -138,32 +142,25 @@ struct DPMPP2M {
   static constexpr const char* name = "dpmpp_2m";
   SampleResult sample(const Denoiser& model, torch::Tensor x, const std::vector<double>& sigmas,
                       const StepCallback& on_step = {}) const {
-    detail::Run run(x, sigmas, on_step);
     auto t_of = [](double s) { return -std::log(s); };
     torch::Tensor old_denoised;
-    int calls = 0;
-    for (int i = 0; i < run.steps(); ++i) {
-      const double s = run.sigma(i), sn = run.sigma(i + 1);
-      const auto denoised = model(x, s, i);
-      ++calls;
-      torch::Tensor next;
-      if (sn == 0) {
-        next = denoised;  // h = inf: sigma_fn(t_next) / sigma_fn(t) = 0, -expm1(-h) = 1
-      } else {
-        const double t = t_of(s), tn = t_of(sn), h = tn - t;
-        torch::Tensor d = denoised;
-        if (old_denoised.defined()) {
-          const double r = (t - t_of(run.sigma(i - 1))) / h;
-          d = denoised * (1 + 1 / (2 * r)) - old_denoised * (1 / (2 * r));
-        }
-        next = x * (sn / s) - d * std::expm1(-h);
-      }
-      old_denoised = denoised;
-      const bool go = run.advance(i, x, next, denoised);
-      x = std::move(next);
-      if (!go) break;
-    }
-    return run.finish(std::move(x), calls);
+    return detail::run_steps(model, std::move(x), sigmas, on_step,
+                             [&](int i, const torch::Tensor& x, const torch::Tensor& denoised, double s, double sn, int&) {
+                               torch::Tensor next;
+                               if (sn == 0) {
+                                 next = denoised;  // h = inf: sigma_fn(t_next) / sigma_fn(t) = 0, -expm1(-h) = 1
+                               } else {
+                                 const double t = t_of(s), tn = t_of(sn), h = tn - t;
+                                 torch::Tensor d = denoised;
+                                 if (old_denoised.defined()) {
+                                   const double r = (t - t_of(sigmas[static_cast<std::size_t>(i) - 1])) / h;
+                                   d = denoised * (1 + 1 / (2 * r)) - old_denoised * (1 / (2 * r));
+                                 }
+                                 next = x * (sn / s) - d * std::expm1(-h);
+                               }
+                               old_denoised = denoised;
+                               return next;
+                             });
   }
 };
 
@@ -177,25 +174,17 @@ struct StochasticRF {
   SampleResult sample(const Denoiser& model, torch::Tensor x, const std::vector<double>& sigmas,
                       const StepCallback& on_step = {}) const {
     if (!(eta >= 0 && eta <= 1)) throw InputError("sampling: eta must be in [0, 1]");
-    detail::Run run(x, sigmas, on_step);
     auto gen = at::detail::createCPUGenerator(seed);
-    int calls = 0;
-    for (int i = 0; i < run.steps(); ++i) {
-      const double s = run.sigma(i), sn = run.sigma(i + 1);
-      const auto denoised = model(x, s, i);
-      ++calls;
-      const auto eps = (x - denoised * (1 - s)) / s;
-      torch::Tensor e = eps;
-      if (eta > 0 && sn > 0) {
-        const auto xi = torch::randn(x.sizes(), gen, torch::TensorOptions().dtype(torch::kFloat32)).to(x.options());
-        e = eps * std::sqrt(1 - eta * eta) + xi * eta;
-      }
-      auto next = denoised * (1 - sn) + e * sn;
-      const bool go = run.advance(i, x, next, denoised);
-      x = std::move(next);
-      if (!go) break;
-    }
-    return run.finish(std::move(x), calls);
+    return detail::run_steps(model, std::move(x), sigmas, on_step,
+                             [&](int, const torch::Tensor& x, const torch::Tensor& denoised, double s, double sn, int&) {
+                               const auto eps = (x - denoised * (1 - s)) / s;
+                               torch::Tensor e = eps;
+                               if (eta > 0 && sn > 0) {
+                                 const auto xi = torch::randn(x.sizes(), gen, torch::TensorOptions().dtype(torch::kFloat32)).to(x.options());
+                                 e = eps * std::sqrt(1 - eta * eta) + xi * eta;
+                               }
+                               return torch::Tensor(denoised * (1 - sn) + e * sn);
+                             });
   }
 };
 

@@ -1,0 +1,52 @@
+#pragma once
+// SD3's conditioning from per-encoder outputs (SD3_FACTS (c), "Tokenizers and text-stack
+// assembly"): context = [CLIP-L seq | CLIP-G seq] zero-padded to the T5 width, followed by the
+// T5 sequence on the token axis; pooled = [CLIP-L pooled | CLIP-G pooled]. Any encoder may be
+// absent, and is then replaced by zeros of its shape (as stable-diffusion.cpp does, and as
+// training-time encoder dropout is believed to look), so a caller can drop an encoder at inference.
+#include <optional>
+
+#include <torch/types.h>
+
+#include "diffuse/core/error.hpp"
+#include "diffuse/sampling/guidance.hpp"
+
+namespace diffuse::sampling {
+
+struct EncoderOutputs {
+  std::optional<torch::Tensor> clip_l_hidden, clip_l_pooled;  // (B, 77, 768), (B, 768)
+  std::optional<torch::Tensor> clip_g_hidden, clip_g_pooled;  // (B, 77, 1280), (B, 1280)
+  std::optional<torch::Tensor> t5_hidden;                     // (B, T, 4096)
+};
+
+struct SD3ConditioningShape {
+  std::int64_t clip_tokens = 77, clip_l_width = 768, clip_g_width = 1280;
+  std::int64_t t5_tokens = 77, t5_width = 4096;
+};
+
+inline Conditioning assemble_sd3_conditioning(const EncoderOutputs& e, std::int64_t batch,
+                                              const SD3ConditioningShape& s = {},
+                                              torch::TensorOptions opts = torch::kFloat32) {
+  auto get = [&](const std::optional<torch::Tensor>& t, std::vector<std::int64_t> shape, const char* what) {
+    if (!t) return torch::zeros(shape, opts);
+    if (t->sizes().vec() != shape) {
+      std::string want, got;
+      for (auto v : shape) want += (want.empty() ? "" : ", ") + std::to_string(v);
+      for (auto v : t->sizes()) got += (got.empty() ? "" : ", ") + std::to_string(v);
+      throw InputError(std::string("SD3 conditioning: ") + what + " must be [" + want + "], got [" + got + "]");
+    }
+    return t->to(opts);
+  };
+  const auto l = get(e.clip_l_hidden, {batch, s.clip_tokens, s.clip_l_width}, "CLIP-L hidden states");
+  const auto g = get(e.clip_g_hidden, {batch, s.clip_tokens, s.clip_g_width}, "CLIP-G hidden states");
+  auto t5_tokens = e.t5_hidden ? e.t5_hidden->size(1) : s.t5_tokens;
+  const auto t5 = get(e.t5_hidden, {batch, t5_tokens, s.t5_width}, "T5 hidden states");
+  auto lg = torch::cat({l, g}, -1);  // (B, 77, 2048)
+  if (lg.size(-1) > s.t5_width) throw InputError("SD3 conditioning: CLIP widths exceed the T5 width");
+  lg = torch::constant_pad_nd(lg, {0, s.t5_width - lg.size(-1)});  // (B, 77, 4096)
+  const auto pooled = torch::cat({get(e.clip_l_pooled, {batch, s.clip_l_width}, "CLIP-L pooled"),
+                                  get(e.clip_g_pooled, {batch, s.clip_g_width}, "CLIP-G pooled")}, -1);
+  return {torch::cat({lg, t5}, 1), pooled};  // (B, 77 + T, 4096), (B, 2048)
+}
+
+}  // namespace diffuse::sampling
