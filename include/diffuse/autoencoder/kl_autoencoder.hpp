@@ -1,0 +1,332 @@
+#pragma once
+// The KL autoencoder of SD3 (the LDM "SDVAE" with 16 latent channels at 8x downsampling;
+// SD3_FACTS (c)): residual blocks with GroupNorm(32, eps 1e-6) and SiLU, strided downsampling after
+// a (right 1, bottom 1) zero pad, nearest x2 upsampling, and a single-head attention block in the
+// middle. Module names equal the reference checkpoint keys (`encoder.down.0.block.1.conv2.weight`,
+// `decoder.mid.attn_1.q.weight`, ...); widths, multipliers, blocks per level and latent channels
+// come from the config, with an SD3 preset.
+#include <cmath>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/types.h>
+
+#include "diffuse/core/config.hpp"
+#include "diffuse/core/error.hpp"
+#include "diffuse/io/safetensors.hpp"
+
+namespace diffuse::autoencoder {
+
+struct KLAutoencoderConfig {
+  BOOST_HANA_DEFINE_STRUCT(KLAutoencoderConfig,
+                           (int, ch),                   // base width (SD3: 128)
+                           (std::vector<int>, ch_mult),  // per level (SD3: 1, 2, 4, 4); levels - 1 = log2(factor)
+                           (int, num_res_blocks),       // per encoder level; the decoder has one more (SD3: 2)
+                           (int, in_channels),          // image channels (3)
+                           (int, z_channels));          // latent channels (SD3: 16)
+  static KLAutoencoderConfig sd3() { return {128, {1, 2, 4, 4}, 2, 3, 16}; }
+  int levels() const { return static_cast<int>(ch_mult.size()); }
+  int factor() const { return 1 << (levels() - 1); }
+  void validate() const {
+    if (ch < 32 || ch % 32) throw InputError("autoencoder config: ch must be a positive multiple of 32 (GroupNorm(32))");
+    if (ch_mult.empty() || num_res_blocks < 1 || in_channels < 1 || z_channels < 1)
+      throw InputError("autoencoder config: ch_mult, num_res_blocks, in_channels and z_channels must be positive");
+  }
+};
+
+namespace vae {
+
+inline torch::nn::GroupNorm group_norm(int channels) {
+  return torch::nn::GroupNorm(torch::nn::GroupNormOptions(32, channels).eps(1e-6));
+}
+inline torch::nn::Conv2d conv(int in, int out, int k, int stride = 1, int pad = 0) {
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, k).stride(stride).padding(pad));
+}
+
+class ResnetBlockImpl : public torch::nn::Module {
+ public:
+  ResnetBlockImpl(int in, int out) {
+    norm1 = register_module("norm1", group_norm(in));
+    conv1 = register_module("conv1", conv(in, out, 3, 1, 1));
+    norm2 = register_module("norm2", group_norm(out));
+    conv2 = register_module("conv2", conv(out, out, 3, 1, 1));
+    if (in != out) nin_shortcut = register_module("nin_shortcut", conv(in, out, 1));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    auto h = conv1(torch::silu(norm1(x)));
+    h = conv2(torch::silu(norm2(h)));
+    return (nin_shortcut ? nin_shortcut(x) : x) + h;
+  }
+  torch::nn::GroupNorm norm1{nullptr}, norm2{nullptr};
+  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, nin_shortcut{nullptr};
+};
+TORCH_MODULE(ResnetBlock);
+
+// Single-head attention over all positions, q/k/v/proj_out as 1x1 convolutions, scale C^-1/2.
+class AttnBlockImpl : public torch::nn::Module {
+ public:
+  explicit AttnBlockImpl(int c) {
+    norm = register_module("norm", group_norm(c));
+    q = register_module("q", conv(c, c, 1));
+    k = register_module("k", conv(c, c, 1));
+    v = register_module("v", conv(c, c, 1));
+    proj_out = register_module("proj_out", conv(c, c, 1));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    const auto h = norm(x);
+    const auto b = x.size(0), c = x.size(1), hh = x.size(2), ww = x.size(3);
+    auto flat = [&](const torch::Tensor& t) { return t.reshape({b, c, hh * ww}).transpose(1, 2); };  // (B, HW, C)
+    const auto w = torch::softmax(torch::bmm(flat(q(h)), flat(k(h)).transpose(1, 2)) / std::sqrt(double(c)), -1);
+    const auto o = torch::bmm(w, flat(v(h))).transpose(1, 2).reshape({b, c, hh, ww});
+    return x + proj_out(o);
+  }
+  torch::nn::GroupNorm norm{nullptr};
+  torch::nn::Conv2d q{nullptr}, k{nullptr}, v{nullptr}, proj_out{nullptr};
+};
+TORCH_MODULE(AttnBlock);
+
+// Downsample: zero pad right and bottom by one, then a 3x3 stride-2 convolution without padding.
+class DownsampleImpl : public torch::nn::Module {
+ public:
+  explicit DownsampleImpl(int c) { conv = register_module("conv", vae::conv(c, c, 3, 2, 0)); }
+  torch::Tensor forward(const torch::Tensor& x) { return conv(torch::constant_pad_nd(x, {0, 1, 0, 1}, 0)); }
+  torch::nn::Conv2d conv{nullptr};
+};
+TORCH_MODULE(Downsample);
+
+// Upsample: nearest x2, then a 3x3 convolution.
+class UpsampleImpl : public torch::nn::Module {
+ public:
+  explicit UpsampleImpl(int c) { conv = register_module("conv", vae::conv(c, c, 3, 1, 1)); }
+  torch::Tensor forward(const torch::Tensor& x) {
+    return conv(at::upsample_nearest2d(x, {x.size(2) * 2, x.size(3) * 2}));
+  }
+  torch::nn::Conv2d conv{nullptr};
+};
+TORCH_MODULE(Upsample);
+
+// One resolution level: `block` (ModuleList of ResnetBlocks) and an optional `downsample`/`upsample`.
+class LevelImpl : public torch::nn::Module {
+ public:
+  LevelImpl() { block = register_module("block", torch::nn::ModuleList()); }
+  torch::nn::ModuleList block{nullptr};
+  Downsample downsample{nullptr};
+  Upsample upsample{nullptr};
+};
+TORCH_MODULE(Level);
+
+class MidImpl : public torch::nn::Module {
+ public:
+  explicit MidImpl(int c) {
+    block_1 = register_module("block_1", ResnetBlock(c, c));
+    attn_1 = register_module("attn_1", AttnBlock(c));
+    block_2 = register_module("block_2", ResnetBlock(c, c));
+  }
+  ResnetBlock block_1{nullptr}, block_2{nullptr};
+  AttnBlock attn_1{nullptr};
+};
+TORCH_MODULE(Mid);
+
+}  // namespace vae
+
+// Activations for parity tests: per-level block outputs and the middle's outputs (batch element 0).
+struct VAETrace {
+  std::vector<torch::Tensor> level_out;  // index = level
+  torch::Tensor conv_in, mid_attn, mid_out;
+};
+
+class KLEncoderImpl : public torch::nn::Module {
+ public:
+  explicit KLEncoderImpl(const KLAutoencoderConfig& c) {
+    conv_in = register_module("conv_in", vae::conv(c.in_channels, c.ch, 3, 1, 1));
+    down = register_module("down", torch::nn::ModuleList());
+    int block_in = c.ch;
+    for (int i = 0; i < c.levels(); ++i) {
+      vae::Level level;
+      const int block_out = c.ch * c.ch_mult[i];
+      for (int j = 0; j < c.num_res_blocks; ++j, block_in = block_out) level->block->push_back(vae::ResnetBlock(block_in, block_out));
+      if (i != c.levels() - 1) level->downsample = level->register_module("downsample", vae::Downsample(block_in));
+      down->push_back(level);
+    }
+    mid = register_module("mid", vae::Mid(block_in));
+    norm_out = register_module("norm_out", vae::group_norm(block_in));
+    conv_out = register_module("conv_out", vae::conv(block_in, 2 * c.z_channels, 3, 1, 1));
+  }
+  // (B, 3, H, W) in [-1, 1] -> moments (B, 2 z, H / f, W / f)
+  torch::Tensor forward(const torch::Tensor& x, VAETrace* trace = nullptr) {
+    auto h = conv_in(x);
+    if (trace) trace->conv_in = h;
+    for (std::size_t i = 0; i < down->size(); ++i) {
+      auto level = down[i]->as<vae::LevelImpl>();
+      for (const auto& b : *level->block) h = b->as<vae::ResnetBlockImpl>()->forward(h);
+      if (trace) trace->level_out.push_back(h);
+      if (level->downsample) h = level->downsample(h);
+    }
+    h = mid->block_1(h);
+    h = mid->attn_1(h);
+    if (trace) trace->mid_attn = h;
+    h = mid->block_2(h);
+    if (trace) trace->mid_out = h;
+    return conv_out(torch::silu(norm_out(h)));
+  }
+  torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
+  torch::nn::ModuleList down{nullptr};
+  vae::Mid mid{nullptr};
+  torch::nn::GroupNorm norm_out{nullptr};
+};
+TORCH_MODULE(KLEncoder);
+
+class KLDecoderImpl : public torch::nn::Module {
+ public:
+  explicit KLDecoderImpl(const KLAutoencoderConfig& c) {
+    int block_in = c.ch * c.ch_mult.back();
+    conv_in = register_module("conv_in", vae::conv(c.z_channels, block_in, 3, 1, 1));
+    mid = register_module("mid", vae::Mid(block_in));
+    std::vector<vae::Level> levels(static_cast<std::size_t>(c.levels()), nullptr);
+    for (int i = c.levels() - 1; i >= 0; --i) {  // built from the lowest resolution up, stored by level index
+      vae::Level level;
+      const int block_out = c.ch * c.ch_mult[i];
+      for (int j = 0; j <= c.num_res_blocks; ++j, block_in = block_out) level->block->push_back(vae::ResnetBlock(block_in, block_out));
+      if (i != 0) level->upsample = level->register_module("upsample", vae::Upsample(block_in));
+      levels[static_cast<std::size_t>(i)] = level;
+    }
+    up = register_module("up", torch::nn::ModuleList());
+    for (auto& l : levels) up->push_back(l);
+    norm_out = register_module("norm_out", vae::group_norm(block_in));
+    conv_out = register_module("conv_out", vae::conv(block_in, c.in_channels, 3, 1, 1));
+  }
+  // (B, z, h, w) -> (B, 3, h f, w f), about [-1, 1]
+  torch::Tensor forward(const torch::Tensor& z, VAETrace* trace = nullptr) {
+    auto h = conv_in(z);
+    if (trace) trace->conv_in = h;
+    h = mid->block_1(h);
+    h = mid->attn_1(h);
+    if (trace) trace->mid_attn = h;
+    h = mid->block_2(h);
+    if (trace) {
+      trace->mid_out = h;
+      trace->level_out.assign(up->size(), {});
+    }
+    for (int i = static_cast<int>(up->size()) - 1; i >= 0; --i) {
+      auto level = up[static_cast<std::size_t>(i)]->as<vae::LevelImpl>();
+      for (const auto& b : *level->block) h = b->as<vae::ResnetBlockImpl>()->forward(h);
+      if (trace) trace->level_out[static_cast<std::size_t>(i)] = h;
+      if (level->upsample) h = level->upsample(h);
+    }
+    return conv_out(torch::silu(norm_out(h)));
+  }
+  torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
+  vae::Mid mid{nullptr};
+  torch::nn::ModuleList up{nullptr};
+  torch::nn::GroupNorm norm_out{nullptr};
+};
+TORCH_MODULE(KLDecoder);
+
+// The latent distribution of an image: mean and log-variance (clamped to [-30, 20] as the reference does).
+struct LatentDistribution {
+  torch::Tensor mean, logvar;
+  torch::Tensor std() const { return torch::exp(0.5 * logvar); }
+  torch::Tensor sample(const torch::Tensor& noise) const { return mean + std() * noise; }
+};
+
+class KLAutoencoderImpl : public torch::nn::Module {
+ public:
+  explicit KLAutoencoderImpl(KLAutoencoderConfig c) : config_(std::move(c)) {
+    config_.validate();
+    encoder = register_module("encoder", KLEncoder(config_));
+    decoder = register_module("decoder", KLDecoder(config_));
+  }
+  const KLAutoencoderConfig& config() const { return config_; }
+
+  LatentDistribution encode(const torch::Tensor& image, VAETrace* trace = nullptr) {
+    check_image(image);
+    const auto m = encoder->forward(image, trace).chunk(2, 1);
+    return {m[0], m[1].clamp(-30.0, 20.0)};
+  }
+  torch::Tensor decode(const torch::Tensor& latent, VAETrace* trace = nullptr) {
+    if (latent.dim() != 4 || latent.size(1) != config_.z_channels)
+      throw InputError("autoencoder: latent must be [B, " + std::to_string(config_.z_channels) + ", h, w], got " +
+                       std::to_string(latent.dim()) + "-d with " + std::to_string(latent.dim() > 1 ? latent.size(1) : 0) +
+                       " channels");
+    return decoder->forward(latent, trace);
+  }
+
+  KLEncoder encoder{nullptr};
+  KLDecoder decoder{nullptr};
+
+ private:
+  void check_image(const torch::Tensor& x) const {
+    if (x.dim() != 4 || x.size(1) != config_.in_channels)
+      throw InputError("autoencoder: image must be [B, " + std::to_string(config_.in_channels) + ", H, W]");
+    if (x.size(2) % config_.factor() || x.size(3) % config_.factor())
+      throw InputError("autoencoder: image size " + std::to_string(x.size(2)) + "x" + std::to_string(x.size(3)) +
+                       " is not divisible by the downsampling factor " + std::to_string(config_.factor()));
+  }
+  KLAutoencoderConfig config_;
+};
+TORCH_MODULE(KLAutoencoder);
+
+// Reads the config from an original-layout checkpoint's shapes (prefix e.g. "first_stage_model.").
+inline KLAutoencoderConfig detect_autoencoder_config(const io::SafetensorsFile& f, const std::string& p) {
+  auto dim = [&](const std::string& k, std::size_t i) -> int {
+    const auto* t = f.header().find(p + k);
+    if (!t || t->shape.size() <= i) throw InputError(f.path() + ": autoencoder weights lack " + p + k);
+    return static_cast<int>(t->shape[i]);
+  };
+  KLAutoencoderConfig c{};
+  c.ch = dim("encoder.conv_in.weight", 0);
+  c.in_channels = dim("encoder.conv_in.weight", 1);
+  c.z_channels = dim("decoder.conv_in.weight", 1);
+  for (int i = 0; f.contains(p + "decoder.up." + std::to_string(i) + ".block.0.conv1.weight"); ++i)
+    c.ch_mult.push_back(dim("decoder.up." + std::to_string(i) + ".block.0.conv2.weight", 0) / c.ch);
+  c.num_res_blocks = 0;
+  while (f.contains(p + "encoder.down.0.block." + std::to_string(c.num_res_blocks) + ".conv1.weight")) ++c.num_res_blocks;
+  c.validate();
+  return c;
+}
+
+// Loads an original-layout autoencoder (standalone, or under `first_stage_model.` in an all-in-one
+// file). Missing, unexpected and mis-shaped tensors are reported together.
+inline KLAutoencoder load_autoencoder(const std::string& path, std::optional<torch::ScalarType> dtype = std::nullopt) {
+  io::SafetensorsFile f(path);
+  const std::string prefix = f.contains("first_stage_model.decoder.conv_in.weight") ? "first_stage_model." : "";
+  if (!f.contains(prefix + "decoder.conv_in.weight"))
+    throw InputError(path + ": no autoencoder weights found (expected decoder.conv_in.weight)");
+  KLAutoencoder model(detect_autoencoder_config(f, prefix));
+  torch::NoGradGuard g;
+  std::vector<std::string> problems;
+  std::set<std::string> used;
+  io::LoadOptions lo;
+  lo.dtype = dtype;
+  for (auto& p : model->named_parameters(true)) {
+    const auto* info = f.header().find(prefix + p.key());
+    if (!info) {
+      problems.push_back("missing " + prefix + p.key());
+      continue;
+    }
+    used.insert(info->name);
+    if (info->shape != p.value().sizes().vec()) {
+      problems.push_back("shape of " + info->name + " differs from the config's");
+      continue;
+    }
+    p.value().set_data(io::load_tensor(f, *info, lo));
+  }
+  for (const auto& t : f.tensors())
+    if (t.name.starts_with(prefix) && (t.name.starts_with(prefix + "encoder.") || t.name.starts_with(prefix + "decoder.")) &&
+        !used.count(t.name))
+      problems.push_back("unexpected " + t.name);
+  if (!problems.empty()) {
+    std::string msg = path + ": autoencoder weights do not match (" + std::to_string(problems.size()) + " problems):";
+    for (std::size_t i = 0; i < problems.size() && i < 40; ++i) msg += "\n  " + problems[i];
+    throw InputError(msg);
+  }
+  return model;
+}
+
+}  // namespace diffuse::autoencoder

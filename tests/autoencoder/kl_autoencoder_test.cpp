@@ -1,0 +1,125 @@
+// The KL autoencoder: the SD3 preset's key names and shapes, encode/decode shapes for non-square
+// sizes, clear errors; and parity with the reference vae_a case (reads
+// ../shared/testdata/sd3ref/vae_a.weights.safetensors and vae_a.io.safetensors in place).
+#include <catch2/catch.hpp>
+
+#include <iostream>
+
+#include <torch/torch.h>
+
+#include "diffuse/autoencoder/kl_autoencoder.hpp"
+#include "diffuse/autoencoder/latent_format.hpp"
+#include "test_util.hpp"
+
+namespace t_kl_autoencoder {
+
+using namespace diffuse;
+using namespace diffuse::autoencoder;
+using Catch::Matchers::Contains;
+
+TEST_CASE("the SD3 preset has the SD3 VAE's keys and shapes", "[autoencoder]") {
+  KLAutoencoder vae(KLAutoencoderConfig::sd3());
+  std::map<std::string, std::vector<std::int64_t>> keys;
+  for (const auto& p : vae->named_parameters(true)) keys[p.key()] = p.value().sizes().vec();
+  // SD3_FACTS (c)
+  CHECK(keys.at("encoder.conv_in.weight") == std::vector<std::int64_t>{128, 3, 3, 3});
+  CHECK(keys.at("encoder.conv_out.weight") == std::vector<std::int64_t>{32, 512, 3, 3});
+  CHECK(keys.at("decoder.conv_in.weight") == std::vector<std::int64_t>{512, 16, 3, 3});
+  CHECK(keys.at("decoder.conv_out.weight") == std::vector<std::int64_t>{3, 128, 3, 3});
+  CHECK(keys.at("decoder.mid.attn_1.q.weight") == std::vector<std::int64_t>{512, 512, 1, 1});
+  CHECK(keys.count("encoder.down.2.downsample.conv.weight") == 1);
+  CHECK(keys.count("encoder.down.3.downsample.conv.weight") == 0);
+  CHECK(keys.count("decoder.up.1.upsample.conv.weight") == 1);
+  CHECK(keys.count("decoder.up.0.upsample.conv.weight") == 0);
+  CHECK(keys.count("decoder.up.3.block.2.conv1.weight") == 1);  // decoder: num_res_blocks + 1
+  CHECK(keys.count("encoder.down.1.block.0.nin_shortcut.weight") == 1);  // 128 -> 256
+  CHECK(keys.count("encoder.down.3.block.0.nin_shortcut.weight") == 0);  // 512 -> 512
+  CHECK(keys.count("quant_conv.weight") == 0);
+}
+
+TEST_CASE("encode and decode keep the 8x factor on non-square sizes; bad input is a clear error", "[autoencoder]") {
+  KLAutoencoder vae(KLAutoencoderConfig{32, {1, 1, 2, 2}, 1, 3, 16});
+  torch::NoGradGuard g;
+  const auto d = vae->encode(torch::rand({1, 3, 24, 40}) * 2 - 1);
+  CHECK(d.mean.sizes() == torch::IntArrayRef{1, 16, 3, 5});
+  CHECK(d.logvar.max().item<float>() <= 20.0f);
+  CHECK(vae->decode(d.mean).sizes() == torch::IntArrayRef{1, 3, 24, 40});
+  CHECK_THROWS_WITH(vae->encode(torch::rand({1, 3, 20, 40})), Contains("not divisible by the downsampling factor 8"));
+  CHECK_THROWS_WITH(vae->encode(torch::rand({1, 4, 24, 40})), Contains("image must be [B, 3, H, W]"));
+  CHECK_THROWS_WITH(vae->decode(torch::rand({1, 4, 3, 5})), Contains("latent must be [B, 16, h, w]"));
+  CHECK_THROWS_WITH(KLAutoencoderConfig({20, {1}, 1, 3, 16}).validate(), Contains("multiple of 32"));
+}
+
+TEST_CASE("autoencoder weights load with or without the first_stage_model. prefix and report problems", "[autoencoder]") {
+  const KLAutoencoderConfig c{32, {1, 2}, 1, 3, 4};
+  KLAutoencoder vae(c);
+  test::TempDir dir;
+  std::vector<std::pair<std::string, torch::Tensor>> plain, prefixed, broken;
+  for (const auto& p : vae->named_parameters(true)) {
+    plain.emplace_back(p.key(), p.value());
+    prefixed.emplace_back("first_stage_model." + p.key(), p.value());
+    if (p.key() != "decoder.conv_out.bias") broken.emplace_back(p.key(), p.value());
+  }
+  broken.emplace_back("decoder.extra.weight", torch::zeros({1}));
+  io::save_safetensors(dir / "plain.safetensors", plain);
+  io::save_safetensors(dir / "prefixed.safetensors", prefixed);
+  io::save_safetensors(dir / "broken.safetensors", broken);
+  const auto x = torch::rand({1, 3, 8, 8});
+  torch::NoGradGuard g;
+  for (const char* f : {"plain.safetensors", "prefixed.safetensors"}) {
+    auto loaded = load_autoencoder((dir / f).string());
+    CHECK(loaded->config().ch_mult == c.ch_mult);
+    CHECK(loaded->config().z_channels == 4);
+    CHECK(torch::equal(loaded->encode(x).mean, vae->encode(x).mean));
+  }
+  CHECK_THROWS_WITH(load_autoencoder((dir / "broken.safetensors").string()),
+                    Contains("missing decoder.conv_out.bias") && Contains("unexpected decoder.extra.weight"));
+}
+
+#ifdef DIFFUSE_TESTDATA_DIR
+double rel(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>() / std::max(1.0, b.abs().max().item<double>());
+}
+
+TEST_CASE("the autoencoder matches the SD3.5 reference vae_a case", "[autoencoder][parity]") {
+  const std::string d = std::string(DIFFUSE_TESTDATA_DIR) + "/sd3ref/";
+  auto vae = load_autoencoder(d + "vae_a.weights.safetensors");
+  CHECK(vae->config().ch == 32);
+  CHECK(vae->config().ch_mult == std::vector<int>{1, 1, 1, 2});
+  CHECK(vae->config().num_res_blocks == 1);
+  const auto io = io::load_safetensors(d + "vae_a.io.safetensors");
+  torch::NoGradGuard g;
+  const SD3LatentFormat fmt;
+  double worst = 0;
+  auto check = [&](const std::string& name, const torch::Tensor& ours) {
+    INFO(name);
+    const double e = rel(ours, io[name]);
+    CHECK(e <= 2e-5);
+    worst = std::max(worst, e);
+  };
+  check("latent_scaled", fmt.process_out(io["latent"]));
+  VAETrace dec;
+  const auto image = vae->decode(io["latent_scaled"], &dec);
+  check("image", image);
+  check("image_01", ((image + 1) / 2).clamp(0, 1));
+  check("inter.dec.conv_in", dec.conv_in.narrow(0, 0, 1));
+  check("inter.dec.mid.attn_1", dec.mid_attn.narrow(0, 0, 1));
+  check("inter.dec.mid.block_2", dec.mid_out.narrow(0, 0, 1));
+  for (int i = 1; i <= 3; ++i) check("inter.dec.up" + std::to_string(i) + ".block_out", dec.level_out[i].narrow(0, 0, 1));
+  VAETrace enc;
+  const auto dist = vae->encode(io["enc_image"], &enc);
+  check("enc_moments", torch::cat({dist.mean, vae->encoder->forward(io["enc_image"]).chunk(2, 1)[1]}, 1));
+  check("enc_mean", dist.mean);
+  check("enc_logvar", dist.logvar);
+  check("enc_std", dist.std());
+  const auto sample = dist.sample(io["enc_noise"]);
+  check("enc_sample", sample);
+  check("enc_latent", fmt.process_in(sample));
+  check("inter.enc.mid.attn_1", enc.mid_attn.narrow(0, 0, 1));
+  check("inter.enc.mid.block_2", enc.mid_out.narrow(0, 0, 1));
+  for (int i = 1; i <= 3; ++i) check("inter.enc.down" + std::to_string(i) + ".block_out", enc.level_out[i].narrow(0, 0, 1));
+  std::cout << "parity vae_a: worst max|ours - ref| / max(1, max|ref|) = " << worst << "\n";
+}
+#endif
+
+}  // namespace t_kl_autoencoder
