@@ -11,5 +11,6 @@ void add_timesteps(CLI::App& app);
 void add_forward(CLI::App& app);
 void add_denoise(CLI::App& app);
 void add_shapes(CLI::App& app);
+void add_vae(CLI::App& app);
 
 }  // namespace diffuse::cli

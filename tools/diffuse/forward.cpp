@@ -7,6 +7,8 @@
 
 #include "command.hpp"
 #include "diffuse/core/torch_compat.hpp"
+#include "diffuse/autoencoder/kl_autoencoder.hpp"
+#include "diffuse/autoencoder/latent_format.hpp"
 #include "diffuse/io/mmdit_checkpoint.hpp"
 
 namespace diffuse::cli {
@@ -31,6 +33,34 @@ torch::Tensor need(const torch::OrderedDict<std::string, torch::Tensor>& in, con
   throw InputError(path + ": input tensor '" + name + "' is missing");
 }
 
+// Autoencoder: `enc_image` (B, 3, H, W) in [-1, 1] is encoded (enc_moments, enc_mean, enc_logvar,
+// enc_std, and with `enc_noise` enc_sample and enc_latent); `latent` (model space) is decoded through
+// the SD3 latent format (latent_scaled, image, image_01) — the tensors of the reference's vae_a case.
+void run_autoencoder(const ForwardOptions& o) {
+  auto vae = autoencoder::load_autoencoder(o.weights);
+  const auto in = io::load_safetensors(o.inputs);
+  const autoencoder::SD3LatentFormat fmt;
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  torch::NoGradGuard no_grad;
+  if (const auto* x = in.find("enc_image")) {
+    const auto moments = vae->encoder->forward(x->to(torch::kFloat32));
+    const auto d = vae->encode(x->to(torch::kFloat32));
+    out.insert(out.end(), {{"enc_moments", moments}, {"enc_mean", d.mean}, {"enc_logvar", d.logvar}, {"enc_std", d.std()}});
+    if (const auto* noise = in.find("enc_noise")) {
+      const auto sample = d.sample(*noise);
+      out.insert(out.end(), {{"enc_sample", sample}, {"enc_latent", fmt.process_in(sample)}});
+    }
+  }
+  if (const auto* z = in.find("latent")) {
+    const auto scaled = fmt.process_out(z->to(torch::kFloat32));
+    const auto image = vae->decode(scaled);
+    out.insert(out.end(), {{"latent_scaled", scaled}, {"image", image}, {"image_01", ((image + 1) / 2).clamp(0, 1)}});
+  }
+  if (out.empty()) throw InputError(o.inputs + ": needs 'enc_image' (to encode) or 'latent' (to decode)");
+  io::save_safetensors(o.out, out, {{"weights", o.weights}, {"software", "diffuse forward"}});
+  std::cerr << "wrote " << out.size() << " tensors to " << o.out << "\n";
+}
+
 void run_forward(const ForwardOptions& o) {
   configure_threads(o.threads);
   const auto dtype = parse_dtype(o.dtype);
@@ -38,9 +68,10 @@ void run_forward(const ForwardOptions& o) {
   const auto components = io::detect_components(weights.tensors());
   if (components.empty()) throw InputError(o.weights + ": no known model recognised (see `diffuse inspect`)");
   const auto kind = components[0].kind;
+  if (kind == io::ComponentKind::Autoencoder) return run_autoencoder(o);
   if (kind != io::ComponentKind::MMDiT)
     throw InputError(o.weights + ": holds a " + std::string(io::to_string(kind)) +
-                     "; `diffuse forward` runs MM-DiT weights in this version");
+                     "; `diffuse forward` runs MM-DiT and autoencoder weights in this version");
   io::MMDiTLoadOptions lo;
   lo.dtype = dtype;
   if (!o.config.empty()) lo.config = load_config<backbone::MMDiTConfig>(o.config);
@@ -62,9 +93,9 @@ void run_forward(const ForwardOptions& o) {
 }  // namespace
 
 void add_forward(CLI::App& app) {
-  auto* cmd = app.add_subcommand("forward", "Run a backbone on named input tensors (MM-DiT: x, t or sigma, y, context)");
+  auto* cmd = app.add_subcommand("forward", "Run a model on named input tensors (MM-DiT: x, t or sigma, y, context; autoencoder: enc_image and/or latent)");
   auto o = std::make_shared<ForwardOptions>();
-  cmd->add_option("--weights", o->weights, "model weights (.safetensors, original or diffusers layout)")->required();
+  cmd->add_option("--weights", o->weights, "MM-DiT (original or diffusers layout) or autoencoder weights")->required();
   cmd->add_option("--config", o->config, "MM-DiT config JSON (default: detected from the weights)");
   cmd->add_option("--inputs", o->inputs, "input tensors (.safetensors)")->required();
   cmd->add_option("--out", o->out, "output file (.safetensors) with the tensor 'out'")->required();
