@@ -157,3 +157,35 @@ TEST_CASE("tiled decoding and encoding agree with the untiled result", "[autoenc
 }
 
 }  // namespace t_vae_tiling
+
+#include "diffuse/training/autoencoder_trainer.hpp"
+
+namespace t_vae_training {
+
+using namespace diffuse;
+
+TEST_CASE("training an autoencoder on shapes lowers the loss and reports PSNR and SSIM", "[autoencoder][training]") {
+  auto c = training::AutoencoderTrainConfig::shapes_default();
+  c.model = {32, {1, 2}, 1, 3, 4};  // factor 2, small: this is a unit test
+  c.image_size = 16;
+  c.batch = 8;
+  c.steps = 40;
+  c.train_images = 64;
+  c.eval_images = 8;
+  c.lr = 2e-3;
+  torch::manual_seed(0);
+  autoencoder::KLAutoencoder vae(c.model);
+  std::vector<double> losses;
+  const auto r = training::train_autoencoder(vae, c, [&](int, double l) { losses.push_back(l); });
+  REQUIRE(losses.size() == 40);
+  double first = 0, last = 0;
+  for (int i = 0; i < 5; ++i) first += losses[i] / 5, last += losses[35 + i] / 5;
+  CHECK(last < 0.7 * first);
+  CHECK(r.psnr > 10.0);
+  CHECK(r.ssim > 0.0);
+  CHECK(r.ssim <= 1.0);
+  c.loss = "l3";
+  CHECK_THROWS_AS(training::train_autoencoder(vae, c), InputError);
+}
+
+}  // namespace t_vae_training

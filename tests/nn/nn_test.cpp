@@ -64,6 +64,11 @@ TEST_CASE("the attention entry point equals softmax(q k^T / sqrt(d)) v", "[nn]")
   // The long-sequence f32 path (per head, blocks of queries) agrees too.
   const auto ql = torch::randn({1, 1100, 8}), kl = torch::randn({1, 1000, 8}), vl = torch::randn({1, 1000, 8});
   CHECK(torch::allclose(nn::attention(ql, kl, vl, 2), nn::attention_reference(ql, kl, vl, 2), 1e-5, 1e-6));
+  // With autograd (training) the gradient flows and matches the reference formula's.
+  const auto qg = q.clone().requires_grad_(true), qr = q.clone().requires_grad_(true);
+  nn::attention(qg, k, v, 2).sum().backward();
+  nn::attention_reference(qr, k, v, 2).sum().backward();
+  CHECK(torch::allclose(qg.grad(), qr.grad(), 1e-5, 1e-6));
   // One key: the output is its value, whatever the query.
   const auto one = nn::attention(q, k.narrow(1, 0, 1), v.narrow(1, 0, 1), 2);
   CHECK(torch::allclose(one, v.narrow(1, 0, 1).expand({2, 5, 8})));

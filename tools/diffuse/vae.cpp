@@ -1,6 +1,8 @@
 // `diffuse vae encode|decode`: the KL autoencoder on images and latents. Latents in files are in
 // the diffusion model's space (the SD3 latent format is applied here, not by the caller).
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -11,6 +13,7 @@
 #include "diffuse/autoencoder/tiling.hpp"
 #include "diffuse/core/torch_compat.hpp"
 #include "diffuse/io/png.hpp"
+#include "diffuse/training/autoencoder_trainer.hpp"
 
 namespace diffuse::cli {
 namespace {
@@ -70,6 +73,45 @@ void run_decode(const VaeOptions& o) {
   std::cerr << "wrote " << o.out << "\n";
 }
 
+struct TrainOptions {
+  std::string config, out = "out/vae";
+  int steps = 0, z_channels = 0;
+  double minutes = 0;
+  std::uint64_t seed = 0;
+  bool seed_set = false;
+};
+
+void run_train(const TrainOptions& t) {
+  configure_threads();
+  auto c = t.config.empty() ? training::AutoencoderTrainConfig::shapes_default()
+                            : load_config<training::AutoencoderTrainConfig>(t.config);
+  if (t.steps > 0) c.steps = t.steps, c.minutes = 0;
+  if (t.minutes > 0) c.minutes = t.minutes;
+  if (t.z_channels > 0) c.model.z_channels = t.z_channels;
+  if (t.seed_set) c.seed = t.seed;
+  torch::manual_seed(c.seed);
+  autoencoder::KLAutoencoder vae(c.model);
+  std::filesystem::create_directories(t.out);
+  const int total = c.minutes > 0 ? 0 : c.steps;
+  const auto r = training::train_autoencoder(vae, c, [&](int step, double loss) {
+    if (step % 50 == 0 || step == total)
+      std::fprintf(stderr, "\rvae train step %d%s loss %.5f   ", step, total ? ("/" + std::to_string(total)).c_str() : "", loss);
+  });
+  std::fprintf(stderr, "\n");
+  std::vector<std::pair<std::string, torch::Tensor>> w;
+  for (const auto& p : vae->named_parameters(true)) w.emplace_back(p.key(), p.value());
+  const auto config_text = config_to_json(c).dump();
+  io::save_safetensors(std::filesystem::path(t.out) / "vae.safetensors", w, {{"diffuse.train_config", config_text}});
+  nlohmann::json m{{"steps", r.steps}, {"seconds", r.seconds}, {"final_loss", r.final_loss}, {"psnr", r.psnr},
+                   {"ssim", r.ssim}, {"z_channels", c.model.z_channels}, {"config", nlohmann::json::parse(config_text)}};
+  const std::string text = m.dump(2) + "\n";
+  io::AtomicFileWriter mw(std::filesystem::path(t.out) / "metrics.json");
+  mw.write(text.data(), text.size());
+  mw.commit();
+  std::printf("vae: %d steps in %.0f s, loss %.5f, held-out PSNR %.2f dB, SSIM %.4f -> %s\n", r.steps, r.seconds,
+              r.final_loss, r.psnr, r.ssim, t.out.c_str());
+}
+
 }  // namespace
 
 void add_vae(CLI::App& app) {
@@ -92,6 +134,15 @@ void add_vae(CLI::App& app) {
   common(dec);
   dec->add_option("latent", o->input, "input .safetensors")->required();
   dec->callback([o] { run_decode(*o); });
+  auto t = std::make_shared<TrainOptions>();
+  auto* train = cmd->add_subcommand("train", "train an autoencoder on the shapes world (writes vae.safetensors, metrics.json)");
+  train->add_option("--config", t->config, "AutoencoderTrainConfig JSON (default: the shapes preset)");
+  train->add_option("--out", t->out, "output directory")->capture_default_str();
+  train->add_option("--steps", t->steps, "training steps (overrides the config)");
+  train->add_option("--minutes", t->minutes, "train for this long instead of a step count");
+  train->add_option("--z-channels", t->z_channels, "latent channels (overrides the config)");
+  train->add_option("--seed", t->seed, "seed (overrides the config)")->each([t](const std::string&) { t->seed_set = true; });
+  train->callback([t] { run_train(*t); });
 }
 
 }  // namespace diffuse::cli

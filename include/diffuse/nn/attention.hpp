@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include <ATen/core/grad_mode.h>
 #include <torch/types.h>
 
 #include "diffuse/core/torch_compat.hpp"
@@ -31,7 +32,11 @@ inline torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, c
   const auto vh = v.view({b, lk, heads, d}).permute({0, 2, 1, 3}).reshape({bh, lk, d});
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   torch::Tensor out;
-  if (q.scalar_type() == torch::kFloat32 && lq * lk >= (1 << 20)) {
+  const bool grad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+  if (grad) {  // out= and in-place kernels have no autograd: the same products, functional
+    const auto scores = at::baddbmm(at::empty({bh, lq, lk}, q.options()), qh, kt, 0.0, scale);
+    out = at::bmm(at::_softmax(scores, -1, false), vh);
+  } else if (q.scalar_type() == torch::kFloat32 && lq * lk >= (1 << 20)) {
     constexpr std::int64_t block = 256;
     out = at::empty({bh, lq, d}, q.options());
     auto scores = at::empty({std::min(block, lq), lk}, q.options());

@@ -1,0 +1,106 @@
+#pragma once
+// Training a KL autoencoder on the shapes world: reconstruction loss (L1 or L2) plus a small KL
+// weight (the LDM recipe without the adversarial and perceptual terms), AdamW, seeded; reports
+// PSNR and SSIM (eval/metrics.hpp) on a fixed held-out set.
+#include <chrono>
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <torch/optim/adamw.h>
+#include <torch/types.h>
+
+#include "diffuse/autoencoder/kl_autoencoder.hpp"
+#include "diffuse/core/config.hpp"
+#include "diffuse/data/shapes_dataset.hpp"
+#include "diffuse/eval/metrics.hpp"
+
+namespace diffuse::training {
+
+struct AutoencoderTrainConfig {
+  BOOST_HANA_DEFINE_STRUCT(AutoencoderTrainConfig,
+                           (autoencoder::KLAutoencoderConfig, model),
+                           (int, image_size), (int, batch), (int, steps), (double, minutes),
+                           (double, lr), (double, kl_weight), (std::string, loss),
+                           (int, train_images), (int, eval_images), (std::uint64_t, seed));
+  static AutoencoderTrainConfig shapes_default() {
+    return {{32, {1, 2, 2, 2}, 1, 3, 16}, 32, 32, 3000, 0.0, 1e-3, 1e-6, "l1", 4096, 64, 0};
+  }
+};
+
+struct AutoencoderTrainResult {
+  int steps = 0;
+  double seconds = 0, final_loss = 0, psnr = 0, ssim = 0;
+};
+
+// Shapes images as a (N, 3, S, S) tensor in [-1, 1].
+inline torch::Tensor shapes_images(int count, int size, std::uint64_t seed, data::Split split) {
+  const data::ShapesWorld world(size, seed);
+  auto out = torch::empty({count, 3, size, size});
+  for (int i = 0; i < count; ++i) {
+    const auto img = world.example(static_cast<std::uint64_t>(i), split).image;
+    auto t = torch::from_blob(const_cast<std::uint8_t*>(img.data()), {size, size, 3}, torch::kUInt8);
+    out[i] = t.permute({2, 0, 1}).to(torch::kFloat32) / 127.5 - 1.0;
+  }
+  return out;
+}
+
+inline eval::Image to_eval_image(const torch::Tensor& x) {  // (3, H, W) in [-1, 1] -> (H, W, 3) in [0, 255]
+  const auto t = ((x.clamp(-1, 1) + 1) * 127.5).permute({1, 2, 0}).contiguous().to(torch::kFloat64);
+  eval::Image img = xt::zeros<double>({static_cast<std::size_t>(t.size(0)), static_cast<std::size_t>(t.size(1)), std::size_t{3}});
+  std::memcpy(img.data(), t.data_ptr<double>(), sizeof(double) * static_cast<std::size_t>(t.numel()));
+  return img;
+}
+
+// Mean PSNR and SSIM of mean-latent reconstructions.
+inline std::pair<double, double> reconstruction_metrics(autoencoder::KLAutoencoder& vae, const torch::Tensor& images) {
+  torch::NoGradGuard g;
+  const auto rec = vae->decode(vae->encode(images).mean);
+  double p = 0, s = 0;
+  for (std::int64_t i = 0; i < images.size(0); ++i) {
+    const auto a = to_eval_image(images[i]), b = to_eval_image(rec[i]);
+    p += std::min(eval::psnr(a, b), 100.0);
+    s += eval::ssim(a, b);
+  }
+  return {p / images.size(0), s / images.size(0)};
+}
+
+inline AutoencoderTrainResult train_autoencoder(autoencoder::KLAutoencoder& vae, const AutoencoderTrainConfig& c,
+                                                const std::function<void(int, double)>& on_step = {}) {
+  if (c.loss != "l1" && c.loss != "l2") throw InputError("autoencoder training: loss must be l1 or l2");
+  if (c.batch < 1 || c.train_images < c.batch) throw InputError("autoencoder training: need train_images >= batch >= 1");
+  torch::manual_seed(c.seed);
+  const auto train = shapes_images(c.train_images, c.image_size, c.seed, data::Split::Train);
+  const auto held = shapes_images(c.eval_images, c.image_size, c.seed + 1, data::Split::HeldOut);
+  torch::optim::AdamW opt(vae->parameters(), torch::optim::AdamWOptions(c.lr).weight_decay(0.0));
+  auto gen = at::detail::createCPUGenerator(c.seed);
+  const auto start = std::chrono::steady_clock::now();
+  AutoencoderTrainResult r;
+  for (int step = 0; c.minutes > 0 || step < c.steps; ++step) {
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (c.minutes > 0 && elapsed > c.minutes * 60) break;
+    const auto idx = torch::randint(c.train_images, {c.batch}, gen, torch::kLong);
+    const auto x = train.index_select(0, idx);
+    const auto d = vae->encode(x);
+    const auto noise = torch::randn(d.mean.sizes(), gen, torch::TensorOptions().dtype(torch::kFloat32));
+    const auto rec = vae->decode(d.sample(noise));
+    const auto err = rec - x;
+    const auto recon = c.loss == "l1" ? err.abs().mean() : err.pow(2).mean();
+    // KL(N(mu, sigma^2) || N(0, 1)) per latent element
+    const auto kl = 0.5 * (d.mean.pow(2) + d.logvar.exp() - 1 - d.logvar).mean();
+    const auto loss = recon + c.kl_weight * kl;
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+    r.steps = step + 1;
+    r.final_loss = loss.item<double>();
+    if (!std::isfinite(r.final_loss)) throw Error("autoencoder training: the loss became " + std::to_string(r.final_loss) + " at step " + std::to_string(step));
+    if (on_step) on_step(step + 1, r.final_loss);
+  }
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::tie(r.psnr, r.ssim) = reconstruction_metrics(vae, held);
+  return r;
+}
+
+}  // namespace diffuse::training
