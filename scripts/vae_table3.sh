@@ -25,11 +25,8 @@ done
   echo "| latent channels | steps | PSNR (dB) | SSIM |"
   echo "| --- | --- | --- | --- |"
   for c in 4 8 16; do
-    m=$out/z$c/metrics.json
-    steps=$(grep -m1 '"steps"' "$m" | tr -dc '0-9')
-    psnr=$(grep -m1 '"psnr"' "$m" | sed 's/.*: *//; s/,//' | cut -c1-6)
-    ssim=$(grep -m1 '"ssim"' "$m" | sed 's/.*: *//; s/,//' | cut -c1-6)
-    echo "| $c | $steps | $psnr | $ssim |"
+    python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print("| %s | %d | %.2f | %.4f |" % (sys.argv[2], m["steps"], m["psnr"], m["ssim"]))' \
+      "$out/z$c/metrics.json" "$c"
   done
 } > "$root/docs/vae_table3.md"
 cat "$root/docs/vae_table3.md"
