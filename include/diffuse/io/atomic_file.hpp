@@ -26,8 +26,14 @@ class AtomicFileWriter {
     if (dir.empty()) dir = ".";
     std::random_device rd;
     for (int attempt = 0; attempt < 16 && fd_ < 0; ++attempt) {
-      tmp_ = dir / ("." + path_.filename().string() + ".tmp-" + std::to_string(::getpid()) + "-" +
-                    std::to_string(rd()));
+      // Built by appending: g++ 12 at -O3 misreports `"." + string` here (-Wstringop-overflow).
+      std::string name = ".";
+      name += path_.filename().string();
+      name += ".tmp-";
+      name += std::to_string(::getpid());
+      name += '-';
+      name += std::to_string(rd());
+      tmp_ = dir / name;
       fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
       if (fd_ < 0 && errno != EEXIST) break;
     }
