@@ -8,6 +8,7 @@
 #include <string>
 
 #include "command.hpp"
+#include "inputs.hpp"
 #include "progress.hpp"
 #include "diffuse/autoencoder/latent_format.hpp"
 #include "diffuse/core/torch_compat.hpp"
@@ -28,12 +29,6 @@ struct DenoiseOptions {
   bool trajectory = false;
 };
 
-torch::Tensor need(const torch::OrderedDict<std::string, torch::Tensor>& in, const std::string& name,
-                   const std::string& path) {
-  if (const auto* t = in.find(name)) return *t;
-  throw InputError(path + ": input tensor '" + name + "' is missing");
-}
-
 std::vector<double> make_sigmas(const DenoiseOptions& o, std::int64_t image_tokens) {
   if (o.schedule == "reference") return sampling::ReferenceSchedule{o.shift}.sigmas(o.steps);
   if (o.schedule == "linear") return sampling::ShiftedLinear{o.shift}.sigmas(o.steps);
@@ -52,14 +47,14 @@ void run_denoise(const DenoiseOptions& o) {
   lo.dtype = dtype;
   auto model = io::load_mmdit(o.weights, lo);
   const auto in = io::load_safetensors(o.inputs);
-  const auto noise = need(in, "noise", o.inputs).to(torch::kFloat32);
+  const auto noise = need_tensor(in, "noise", o.inputs).to(torch::kFloat32);
   const auto* empty = in.find("latent_empty");
   const auto latent_empty = empty ? empty->to(torch::kFloat32) : torch::zeros_like(noise);
   const auto p = model->config().patch;
   const auto sigmas = make_sigmas(o, (noise.size(2) / p) * (noise.size(3) / p));
-  const sampling::Conditioning cond{need(in, "cond_context", o.inputs), need(in, "cond_y", o.inputs)};
+  const sampling::Conditioning cond{need_tensor(in, "cond_context", o.inputs), need_tensor(in, "cond_y", o.inputs)};
   sampling::Conditioning uncond = cond;
-  if (o.cfg != 1.0) uncond = {need(in, "uncond_context", o.inputs), need(in, "uncond_y", o.inputs)};
+  if (o.cfg != 1.0) uncond = {need_tensor(in, "uncond_context", o.inputs), need_tensor(in, "uncond_y", o.inputs)};
   sampling::Guidance g;
   g.cfg_scale = o.cfg;
   g.slg_scale = o.slg_scale;

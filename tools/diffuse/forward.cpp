@@ -6,6 +6,7 @@
 #include <string>
 
 #include "command.hpp"
+#include "inputs.hpp"
 #include "diffuse/core/torch_compat.hpp"
 #include "diffuse/autoencoder/kl_autoencoder.hpp"
 #include "diffuse/autoencoder/latent_format.hpp"
@@ -25,12 +26,6 @@ torch::ScalarType parse_dtype(const std::string& s) {
   if (s == "bf16") return torch::kBFloat16;
   if (s == "f16") return torch::kFloat16;
   throw InputError("--dtype must be f32, bf16 or f16, got '" + s + "'");
-}
-
-torch::Tensor need(const torch::OrderedDict<std::string, torch::Tensor>& in, const std::string& name,
-                   const std::string& path) {
-  if (const auto* t = in.find(name)) return *t;
-  throw InputError(path + ": input tensor '" + name + "' is missing");
 }
 
 // Autoencoder: `enc_image` (B, 3, H, W) in [-1, 1] is encoded (enc_moments, enc_mean, enc_logvar,
@@ -77,11 +72,11 @@ void run_forward(const ForwardOptions& o) {
   if (!o.config.empty()) lo.config = load_config<backbone::MMDiTConfig>(o.config);
   auto model = io::load_mmdit(o.weights, lo);
   const auto in = io::load_safetensors(o.inputs);
-  const auto x = need(in, "x", o.inputs);
+  const auto x = need_tensor(in, "x", o.inputs);
   torch::Tensor t;
   if (const auto* tt = in.find("t")) t = *tt;
-  else t = need(in, "sigma", o.inputs) * 1000.0;  // the model's timestep input is 1000 sigma
-  const auto y = need(in, "y", o.inputs), context = need(in, "context", o.inputs);
+  else t = need_tensor(in, "sigma", o.inputs) * 1000.0;  // the model's timestep input is 1000 sigma
+  const auto y = need_tensor(in, "y", o.inputs), context = need_tensor(in, "context", o.inputs);
   const std::set<int> skip(o.skip_layers.begin(), o.skip_layers.end());
   torch::NoGradGuard no_grad;
   const auto out = model->forward(x.to(dtype), t.to(torch::kFloat32), y.to(dtype), context.to(dtype), skip);

@@ -8,17 +8,12 @@
 #include <nlohmann/json.hpp>
 
 #include "command.hpp"
+#include "diffuse/core/format.hpp"
 #include "diffuse/io/model_family.hpp"
 #include "diffuse/io/safetensors_file.hpp"
 
 namespace diffuse::cli {
 namespace {
-
-std::string shape_string(const std::vector<std::int64_t>& shape) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
 std::string human(double v, const char* const* units, int n, double base) {
   int u = 0;
@@ -98,7 +93,7 @@ void run_inspect(const std::string& path, bool as_json, bool summary) {
   std::cout << "\n";
   for (const auto& t : tensors) {
     std::cout << t.name << std::string(w + 2 - t.name.size(), ' ') << io::dtype_name(t.dtype)
-              << std::string(6 - io::dtype_name(t.dtype).size(), ' ') << shape_string(t.shape) << "\n";
+              << std::string(6 - io::dtype_name(t.dtype).size(), ' ') << format_shape(t.shape) << "\n";
   }
 }
 

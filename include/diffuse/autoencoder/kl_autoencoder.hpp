@@ -19,6 +19,7 @@
 
 #include "diffuse/core/config.hpp"
 #include "diffuse/core/error.hpp"
+#include "diffuse/core/format.hpp"
 #include "diffuse/io/safetensors.hpp"
 
 namespace diffuse::autoencoder {
@@ -312,7 +313,8 @@ inline KLAutoencoder load_autoencoder(const std::string& path, std::optional<tor
     }
     used.insert(info->name);
     if (info->shape != p.value().sizes().vec()) {
-      problems.push_back("shape of " + info->name + " differs from the config's");
+      problems.push_back("shape of " + info->name + ": expected " + format_shape(p.value().sizes().vec()) + ", found " +
+                         format_shape(info->shape));
       continue;
     }
     p.value().set_data(io::load_tensor(f, *info, lo));
@@ -321,11 +323,7 @@ inline KLAutoencoder load_autoencoder(const std::string& path, std::optional<tor
     if (t.name.starts_with(prefix) && (t.name.starts_with(prefix + "encoder.") || t.name.starts_with(prefix + "decoder.")) &&
         !used.count(t.name))
       problems.push_back("unexpected " + t.name);
-  if (!problems.empty()) {
-    std::string msg = path + ": autoencoder weights do not match (" + std::to_string(problems.size()) + " problems):";
-    for (std::size_t i = 0; i < problems.size() && i < 40; ++i) msg += "\n  " + problems[i];
-    throw InputError(msg);
-  }
+  throw_if_problems(path, "autoencoder weights do not match", problems);
   return model;
 }
 

@@ -16,6 +16,7 @@
 #include <torch/types.h>
 
 #include "diffuse/backbone/mmdit_config.hpp"
+#include "diffuse/core/format.hpp"
 #include "diffuse/nn/attention.hpp"
 #include "diffuse/nn/embeddings.hpp"
 #include "diffuse/nn/mlp.hpp"
@@ -209,11 +210,7 @@ class MMDiTImpl : public torch::nn::Module {
   void check_inputs(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& y,
                     const torch::Tensor& context) const {
     auto fail = [](const std::string& m) { throw InputError("MM-DiT input: " + m); };
-    auto shape = [](const torch::Tensor& a) {
-      std::string s = "[";
-      for (std::int64_t i = 0; i < a.dim(); ++i) s += (i ? ", " : "") + std::to_string(a.size(i));
-      return s + "]";
-    };
+    auto shape = [](const torch::Tensor& a) { return format_shape(a.sizes().vec()); };
     if (x.dim() != 4 || x.size(1) != config_.in_channels)
       fail("x must be [B, " + std::to_string(config_.in_channels) + ", H, W], got " + shape(x));
     const auto b = x.size(0);

@@ -15,6 +15,7 @@
 
 #include "diffuse/backbone/mmdit.hpp"
 #include "diffuse/backbone/mmdit_keys.hpp"
+#include "diffuse/core/format.hpp"
 #include "diffuse/io/model_family.hpp"
 #include "diffuse/io/safetensors.hpp"
 
@@ -27,12 +28,6 @@ struct MMDiTLoadOptions {
 };
 
 namespace mmdit_detail {
-
-inline std::string shape_str(const std::vector<std::int64_t>& s) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
 
 inline const Component& find_mmdit(const std::vector<Component>& cs, const std::string& path) {
   const Component* found = nullptr;
@@ -65,7 +60,7 @@ inline std::vector<std::pair<std::string, torch::Tensor>> read_mmdit_tensors(con
     for (const auto& src : sources) {
       const auto* info = file.header().find(prefix + src);
       if (!info) {
-        problems.push_back("missing " + prefix + src + " (expected " + mmdit_detail::shape_str(k.shape) + ")");
+        problems.push_back("missing " + prefix + src + " (expected " + format_shape(k.shape) + ")");
         ok = false;
         continue;
       }
@@ -75,8 +70,8 @@ inline std::vector<std::pair<std::string, torch::Tensor>> read_mmdit_tensors(con
     }
     if (ok && found != k.shape)
       problems.push_back("shape of " + prefix + (diffusers ? sources[0] : k.name) + ": expected " +
-                         mmdit_detail::shape_str(k.shape) + (sources.size() > 1 ? " (q, k, v together)" : "") +
-                         ", found " + mmdit_detail::shape_str(found));
+                         format_shape(k.shape) + (sources.size() > 1 ? " (q, k, v together)" : "") +
+                         ", found " + format_shape(found));
   }
   for (const auto& t : file.tensors())
     if (t.name.starts_with(prefix) && !used.count(t.name)) {
@@ -87,13 +82,7 @@ inline std::vector<std::pair<std::string, torch::Tensor>> read_mmdit_tensors(con
         if (c.kind != ComponentKind::MMDiT && !c.prefix.empty() && t.name.starts_with(c.prefix)) other = true;
       if (!other) problems.push_back("unexpected " + t.name);
     }
-  if (!problems.empty()) {
-    std::string msg = file.path() + ": MM-DiT weights do not match the config (" + std::to_string(problems.size()) +
-                      " problems):";
-    for (std::size_t i = 0; i < problems.size() && i < 40; ++i) msg += "\n  " + problems[i];
-    if (problems.size() > 40) msg += "\n  ... and " + std::to_string(problems.size() - 40) + " more";
-    throw InputError(msg);
-  }
+  throw_if_problems(file.path(), "MM-DiT weights do not match the config", problems);
   std::vector<std::pair<std::string, torch::Tensor>> out;
   out.reserve(keys.size());
   for (const auto& k : keys) {

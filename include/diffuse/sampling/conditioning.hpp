@@ -9,6 +9,7 @@
 #include <torch/types.h>
 
 #include "diffuse/core/error.hpp"
+#include "diffuse/core/format.hpp"
 #include "diffuse/sampling/guidance.hpp"
 
 namespace diffuse::sampling {
@@ -29,12 +30,9 @@ inline Conditioning assemble_sd3_conditioning(const EncoderOutputs& e, std::int6
                                               torch::TensorOptions opts = torch::kFloat32) {
   auto get = [&](const std::optional<torch::Tensor>& t, std::vector<std::int64_t> shape, const char* what) {
     if (!t) return torch::zeros(shape, opts);
-    if (t->sizes().vec() != shape) {
-      std::string want, got;
-      for (auto v : shape) want += (want.empty() ? "" : ", ") + std::to_string(v);
-      for (auto v : t->sizes()) got += (got.empty() ? "" : ", ") + std::to_string(v);
-      throw InputError(std::string("SD3 conditioning: ") + what + " must be [" + want + "], got [" + got + "]");
-    }
+    if (t->sizes().vec() != shape)
+      throw InputError(std::string("SD3 conditioning: ") + what + " must be " + format_shape(shape) + ", got " +
+                       format_shape(t->sizes().vec()));
     return t->to(opts);
   };
   const auto l = get(e.clip_l_hidden, {batch, s.clip_tokens, s.clip_l_width}, "CLIP-L hidden states");

@@ -54,9 +54,10 @@ inline Denoiser guided_flow_denoiser(FlowModel model, Conditioning cond, Conditi
       pos = x - model(x, t, cond.pooled, cond.context, {}) * sigma;
       guided = pos;
     } else {
-      const auto out = model(torch::cat({x, x}), torch::cat({t, t}), torch::cat({cond.pooled, uncond.pooled}),
+      const auto x2 = torch::cat({x, x});
+      const auto out = model(x2, torch::cat({t, t}), torch::cat({cond.pooled, uncond.pooled}),
                              torch::cat({cond.context, uncond.context}), {});
-      const auto denoised = torch::cat({x, x}) - out * sigma;
+      const auto denoised = x2 - out * sigma;
       pos = denoised.narrow(0, 0, b);
       const auto neg = denoised.narrow(0, b, b);
       guided = neg + (pos - neg) * scale;

@@ -53,7 +53,7 @@ struct Objective {
   // Per-sample loss, shape (B): omega(t) * mean over non-batch dims of (output - target)^2.
   torch::Tensor loss(const torch::Tensor& output, const torch::Tensor& x0, const torch::Tensor& noise,
                      const torch::Tensor& t) const {
-    const auto target = inputs(x0, noise, t).target;
+    const auto target = Target::target(x0, noise, coefficients(t, x0));  // z_t is not needed here
     std::vector<std::int64_t> dims;
     for (std::int64_t d = 1; d < output.dim(); ++d) dims.push_back(d);
     const auto mse = (output - target).pow(2).mean(dims);
