@@ -2,6 +2,8 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <limits>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -69,6 +71,19 @@ TEST_CASE("the attention entry point equals softmax(q k^T / sqrt(d)) v", "[nn]")
   nn::attention(qg, k, v, 2).sum().backward();
   nn::attention_reference(qr, k, v, 2).sum().backward();
   CHECK(torch::allclose(qg.grad(), qr.grad(), 1e-5, 1e-6));
+  // Memory handed back by the allocator may hold NaN: the scores must not read it (LibTorch 1.13's
+  // small-matrix baddbmm computes beta * C even for beta = 0, so an uninitialised C leaked NaN).
+  auto poison_heap = [] {
+    std::vector<torch::Tensor> p;
+    for (int i = 0; i < 64; ++i) p.push_back(torch::full({2 * 2, 5, 7}, std::numeric_limits<float>::quiet_NaN()));
+  };
+  for (int round = 0; round < 4; ++round) {
+    poison_heap();
+    CHECK(torch::allclose(nn::attention(q, k, v, 2), b, 1e-5, 1e-6));
+    poison_heap();
+    const auto qp = q.clone().requires_grad_(true);
+    CHECK(torch::isfinite(nn::attention(qp, k, v, 2)).all().item<bool>());
+  }
   // One key: the output is its value, whatever the query.
   const auto one = nn::attention(q, k.narrow(1, 0, 1), v.narrow(1, 0, 1), 2);
   CHECK(torch::allclose(one, v.narrow(1, 0, 1).expand({2, 5, 8})));

@@ -2,8 +2,8 @@
 // The one attention entry point (STYLE.md): softmax(q k^T / sqrt(d)) v over heads. LibTorch 2.x
 // dispatches to its fused scaled_dot_product_attention (flash / memory-efficient on CUDA, fused
 // CPU kernels). LibTorch 1.13 has only a math path (at::_scaled_dot_product_attention), which
-// copies the transposed heads and scales q separately; here the heads are laid out once, the
-// scale is folded into baddbmm and the softmax runs in place: 2.4x faster at 410 tokens (35 ->
+// copies the transposed heads and scales q separately; here the heads are laid out once with the
+// scale applied in the same pass, and the softmax runs in place: 2.4x faster at 410 tokens (35 ->
 // 14 ms in f32, 13 -> 5 ms in bf16 for 24 heads of 64), bit-identical. For long f32 sequences the
 // scores are computed per head in blocks of 256 queries, which stay in L2 (1178 tokens: 151 -> 110 ms).
 #include <algorithm>
@@ -27,33 +27,40 @@ inline torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, c
 #else
   (void)split;
   const auto bh = b * heads;
-  const auto qh = q.view({b, lq, heads, d}).permute({0, 2, 1, 3}).reshape({bh, lq, d});
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  // The scale goes on q (Lq x d values, not Lq x Lk scores), in the pass that lays the heads out.
+  // Not baddbmm(beta = 0): 1.13's small-matrix kernel computes beta * C, so an uninitialised C
+  // turned the scores into NaN whenever the allocator handed back memory holding NaN.
+  const auto q_heads = q.view({b, lq, heads, d}).permute({0, 2, 1, 3});
   const auto kt = k.view({b, lk, heads, d}).permute({0, 2, 3, 1}).reshape({bh, d, lk});  // k transposed
   const auto vh = v.view({b, lk, heads, d}).permute({0, 2, 1, 3}).reshape({bh, lk, d});
-  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   torch::Tensor out;
   const bool grad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
   if (grad) {  // out= and in-place kernels have no autograd: the same products, functional
-    const auto scores = at::baddbmm(at::empty({bh, lq, lk}, q.options()), qh, kt, 0.0, scale);
-    out = at::bmm(at::_softmax(scores, -1, false), vh);
-  } else if (q.scalar_type() == torch::kFloat32 && lq * lk >= (1 << 20)) {
-    constexpr std::int64_t block = 256;
-    out = at::empty({bh, lq, d}, q.options());
-    auto scores = at::empty({std::min(block, lq), lk}, q.options());
-    for (std::int64_t h = 0; h < bh; ++h)
-      for (std::int64_t i = 0; i < lq; i += block) {
-        const auto n = std::min(block, lq - i);
-        auto s = scores.narrow(0, 0, n);
-        at::addmm_out(s, s, qh[h].narrow(0, i, n), kt[h], 0.0, scale);
-        at::_softmax_out(s, s, -1, false);
-        auto o = out[h].narrow(0, i, n);
-        at::mm_out(o, s, vh[h]);
-      }
+    const auto qh = (q_heads * scale).reshape({bh, lq, d});
+    out = at::bmm(at::_softmax(at::bmm(qh, kt), -1, false), vh);
   } else {
-    auto scores = at::empty({bh, lq, lk}, q.options());
-    at::baddbmm_out(scores, scores, qh, kt, 0.0, scale);
-    at::_softmax_out(scores, scores, -1, false);
-    out = at::bmm(scores, vh);
+    auto qh = at::empty({b, heads, lq, d}, q.options());
+    at::mul_out(qh, q_heads, at::scalar_tensor(scale, q.options()));
+    qh = qh.view({bh, lq, d});
+    if (q.scalar_type() == torch::kFloat32 && lq * lk >= (1 << 20)) {
+      constexpr std::int64_t block = 256;
+      out = at::empty({bh, lq, d}, q.options());
+      auto scores = at::empty({std::min(block, lq), lk}, q.options());
+      for (std::int64_t h = 0; h < bh; ++h)
+        for (std::int64_t i = 0; i < lq; i += block) {
+          const auto n = std::min(block, lq - i);
+          auto s = scores.narrow(0, 0, n);
+          at::mm_out(s, qh[h].narrow(0, i, n), kt[h]);
+          at::_softmax_out(s, s, -1, false);
+          auto o = out[h].narrow(0, i, n);
+          at::mm_out(o, s, vh[h]);
+        }
+    } else {
+      auto scores = at::bmm(qh, kt);
+      at::_softmax_out(scores, scores, -1, false);
+      out = at::bmm(scores, vh);
+    }
   }
   return out.view({b, heads, lq, d}).permute({0, 2, 1, 3}).reshape({b, lq, heads * d});  // (B, Lq, heads * d)
 #endif
