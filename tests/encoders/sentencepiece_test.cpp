@@ -27,7 +27,7 @@ TEST_CASE("a SentencePiece model trains, encodes and decodes next to libtorch", 
       text << "a " << colours[i % 6] << " " << shapes[(i / 6) % 3] << " left of a " << colours[(i / 18) % 6] << " "
            << shapes[(i / 3) % 3] << "\n";
   }
-  auto lib = std::make_shared<const encoders::SentencePieceLibrary>();
+  auto lib = encoders::SentencePieceLibrary::shared();
   lib->train("--input=" + (dir / "captions.txt").string() + " --model_prefix=" + (dir / "spm").string() +
              " --vocab_size=30 --model_type=unigram --minloglevel=2");
   encoders::SentencePieceProcessor sp(dir / "spm.model", lib);

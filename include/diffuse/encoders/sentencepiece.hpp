@@ -17,6 +17,8 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <map>
+#include <mutex>
 #include <string_view>
 #include <vector>
 
@@ -56,6 +58,19 @@ class SentencePieceLibrary {
   }
   const std::string& path() const { return path_; }
 
+  // The process's one instance for `path` (empty: the configured shim). Each dlmopen namespace
+  // carries its own libc, whose static TLS is a fixed pool: loading the shim afresh for every
+  // tokenizer exhausts it after a handful ("cannot allocate memory in static TLS block"), so the
+  // module is loaded once and kept for the life of the process.
+  static std::shared_ptr<const SentencePieceLibrary> shared(const std::string& path = {}) {
+    static std::mutex m;
+    static std::map<std::string, std::shared_ptr<const SentencePieceLibrary>> loaded;
+    std::lock_guard<std::mutex> lock(m);
+    auto& slot = loaded[path];
+    if (!slot) slot = std::make_shared<const SentencePieceLibrary>(path);
+    return slot;
+  }
+
   // Trains a model with sentencepiece's trainer flags ("--input=... --model_prefix=... --vocab_size=...").
   void train(const std::string& args) const {
     char err[1024] = {0};
@@ -88,7 +103,7 @@ class SentencePieceProcessor {
  public:
   explicit SentencePieceProcessor(const std::filesystem::path& model,
                                   std::shared_ptr<const SentencePieceLibrary> lib = nullptr)
-      : lib_(lib ? std::move(lib) : std::make_shared<const SentencePieceLibrary>()) {
+      : lib_(lib ? std::move(lib) : SentencePieceLibrary::shared()) {
     if (!std::filesystem::is_regular_file(model))
       throw InputError(model.string() + ": SentencePiece model file not found");
     char err[1024] = {0};
