@@ -191,12 +191,12 @@ nlohmann::ordered_json write(const T& v) {
 template <class Config>
 concept ReflectedConfig = config_detail::is_reflected<Config>;
 
-// Reads `j` over the defaults of Config. Throws InputError naming the key path.
+// Reads `j` over `base` (keys that `j` lacks keep base's values; by default the value-initialised
+// Config). Throws InputError naming the key path.
 template <ReflectedConfig Config>
-Config config_from_json(const nlohmann::json& j) {
-  Config c{};
-  config_detail::read(j, c, "");
-  return c;
+Config config_from_json(const nlohmann::json& j, Config base = Config{}) {
+  config_detail::read(j, base, "");
+  return base;
 }
 
 template <ReflectedConfig Config>
@@ -205,7 +205,7 @@ nlohmann::ordered_json config_to_json(const Config& c) {
 }
 
 template <ReflectedConfig Config>
-Config load_config(const std::filesystem::path& path) {
+Config load_config(const std::filesystem::path& path, const Config& base = Config{}) {
   std::ifstream in(path);
   if (!in) throw InputError(path.string() + ": cannot open config file");
   nlohmann::json j;
@@ -215,7 +215,7 @@ Config load_config(const std::filesystem::path& path) {
     throw InputError(path.string() + ": not valid JSON: " + e.what());
   }
   try {
-    return config_from_json<Config>(j);
+    return config_from_json<Config>(j, base);
   } catch (const InputError& e) {
     throw InputError(path.string() + ": " + e.what());
   }

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
 #include <torch/version.h>
 
 #if TORCH_VERSION_MAJOR >= 2
@@ -23,5 +24,37 @@ inline int configure_threads(int threads = 0) {
   at::set_num_threads(threads);
   return threads;
 }
+
+// Mixed precision on the CPU: inside the guard, matrix products and convolutions run in bfloat16
+// (oneDNN; AMX where the CPU has it) while parameters, reductions and the loss stay float32.
+class CpuAutocast {
+ public:
+  explicit CpuAutocast(bool enabled) : enabled_(enabled) {
+    if (!enabled_) return;
+#if DIFFUSE_TORCH_2
+    prev_ = at::autocast::is_autocast_enabled(at::kCPU);
+    at::autocast::set_autocast_enabled(at::kCPU, true);
+    at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+#else
+    prev_ = at::autocast::is_cpu_enabled();
+    at::autocast::set_cpu_enabled(true);
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+#endif
+  }
+  ~CpuAutocast() {
+    if (!enabled_) return;
+#if DIFFUSE_TORCH_2
+    at::autocast::set_autocast_enabled(at::kCPU, prev_);
+#else
+    at::autocast::set_cpu_enabled(prev_);
+#endif
+    at::autocast::clear_cache();
+  }
+  CpuAutocast(const CpuAutocast&) = delete;
+  CpuAutocast& operator=(const CpuAutocast&) = delete;
+
+ private:
+  bool enabled_, prev_ = false;
+};
 
 }  // namespace diffuse
