@@ -15,6 +15,7 @@
 #include "diffuse/core/config.hpp"
 #include "diffuse/data/shapes_dataset.hpp"
 #include "diffuse/eval/metrics.hpp"
+#include "diffuse/pipeline/images.hpp"
 
 namespace diffuse::training {
 
@@ -38,11 +39,7 @@ struct AutoencoderTrainResult {
 inline torch::Tensor shapes_images(int count, int size, std::uint64_t seed, data::Split split) {
   const data::ShapesWorld world(size, seed);
   auto out = torch::empty({count, 3, size, size});
-  for (int i = 0; i < count; ++i) {
-    const auto img = world.example(static_cast<std::uint64_t>(i), split).image;
-    auto t = torch::from_blob(const_cast<std::uint8_t*>(img.data()), {size, size, 3}, torch::kUInt8);
-    out[i] = t.permute({2, 0, 1}).to(torch::kFloat32) / 127.5 - 1.0;
-  }
+  for (int i = 0; i < count; ++i) out[i] = pipeline::from_rgb(world.example(static_cast<std::uint64_t>(i), split).image);
   return out;
 }
 

@@ -1,0 +1,77 @@
+#pragma once
+// A model trained by training::Trainer, loaded for generation: the config, the conditioning
+// encoder, the autoencoder and the EMA weights of the current checkpoint (or a given weights file,
+// e.g. a snapshot). Load once, generate many.
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "diffuse/core/hash.hpp"
+#include "diffuse/pipeline/generate.hpp"
+#include "diffuse/training/trainer.hpp"
+
+namespace diffuse::pipeline {
+
+template <class P>
+class TrainedModel {
+ public:
+  // `weights`: empty for the EMA of the checkpoint named by state.json.
+  explicit TrainedModel(const std::filesystem::path& dir, const std::filesystem::path& weights = {})
+      : dir_(dir),
+        config_(load_checked_config(dir)),
+        cond_(P::conditioning_type::load(dir)),
+        ae_(config_.autoencoder_weights),
+        model_(nullptr) {
+    std::filesystem::path w = weights;
+    if (w.empty()) {
+      std::ifstream in(dir / "state.json");
+      const auto st = nlohmann::json::parse(in, nullptr, false);
+      if (st.is_discarded() || !st.contains("checkpoint"))
+        throw InputError((dir / "state.json").string() + ": missing or not a training state (is this a `diffuse train --out` folder?)");
+      w = dir / st["checkpoint"].get<std::string>() / "ema.safetensors";
+      step_ = st.value("step", 0);
+    }
+    if (!std::filesystem::is_regular_file(w)) throw InputError(w.string() + ": weights file not found");
+    model_ = backbone::MMDiT(P::backbone_type::configure(config_.model));
+    training::trainer_detail::load_into(*model_, w);
+    model_->eval();
+    hash_ = Fingerprint().add_file(w).hex();
+    weights_ = w;
+  }
+
+  const training::TrainConfig& config() const { return config_; }
+  const std::string& model_hash() const { return hash_; }
+  const std::filesystem::path& weights() const { return weights_; }
+  int step() const { return step_; }
+  backbone::MMDiT& backbone() { return model_; }
+
+  // Images (B, 3, H, W) in [-1, 1]; `shift` <= 0 keeps the trained model's sampling shift.
+  torch::Tensor generate(const std::vector<std::string>& prompts, GenerateOptions o, double shift = 0) {
+    typename P::sampler_type sampler{};
+    if constexpr (requires { sampler.schedule.shift; }) sampler.schedule.shift = shift > 0 ? shift : config_.sample_shift;
+    if (o.height <= 0) o.height = config_.image_size;
+    if (o.width <= 0) o.width = config_.image_size;
+    return pipeline::generate<P>(model_, cond_, ae_, sampler, objective_, prompts, o);
+  }
+
+ private:
+  static training::TrainConfig load_checked_config(const std::filesystem::path& dir) {
+    if (!std::filesystem::is_regular_file(dir / "config.json"))
+      throw InputError((dir / "config.json").string() + ": not found (is this a `diffuse train --out` folder?)");
+    return load_config<training::TrainConfig>(dir / "config.json", training::TrainConfig::shapes_default());
+  }
+  std::filesystem::path dir_, weights_;
+  training::TrainConfig config_;
+  typename P::conditioning_type cond_;
+  typename P::autoencoder_type ae_;
+  typename P::objective_type objective_{};
+  backbone::MMDiT model_;
+  std::string hash_;
+  int step_ = 0;
+};
+
+}  // namespace diffuse::pipeline

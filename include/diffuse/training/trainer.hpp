@@ -1,0 +1,530 @@
+#pragma once
+// Training a pipeline's model from its precomputed features (training/feature_cache.hpp):
+// AdamW with linear warmup, gradient clipping, EMA weights, per-input conditioning dropout (for
+// classifier-free guidance), a NaN/inf guard, validation loss on a fixed held-out batch over a
+// fixed t grid (the SD3 paper's model-selection signal, section 5.3.2), atomic resumable
+// checkpoints, metrics as JSON lines, and loss-curve and sample-grid PNGs.
+//
+// Reproducibility: everything random in step s (batch indices, t, noise, dropout) comes from a
+// generator seeded by (seed, s), and the checkpoint holds the weights, the EMA and the optimizer
+// state, so a resumed run repeats the uninterrupted run's steps exactly.
+//
+// The model folder:
+//   config.json                  the TrainConfig
+//   recipe.txt                   the pipeline type, described
+//   tokenizer.model, text_encoder.safetensors   the conditioning encoder (frozen)
+//   state.json                   step, elapsed time and the current checkpoint folder (written last)
+//   ckpt-NNNNNNN/                model.safetensors, ema.safetensors (MM-DiT key layout), optimizer.pt
+//   metrics.jsonl, loss.png, samples.png, snapshots/ema-<M>min.safetensors
+//   cache/features-<key>.safetensors
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adamw.h>
+#include <torch/serialize.h>
+#include <torch/types.h>
+
+#include "diffuse/core/config.hpp"
+#include "diffuse/core/torch_compat.hpp"
+#include "diffuse/data/shapes_dataset.hpp"
+#include "diffuse/eval/plot.hpp"
+#include "diffuse/io/atomic_file.hpp"
+#include "diffuse/io/mmdit_checkpoint.hpp"
+#include "diffuse/io/png.hpp"
+#include "diffuse/pipeline/generate.hpp"
+#include "diffuse/pipeline/images.hpp"
+#include "diffuse/training/feature_cache.hpp"
+
+namespace diffuse::training {
+
+struct TrainConfig {
+  BOOST_HANA_DEFINE_STRUCT(TrainConfig,
+                           (backbone::MMDiTConfig, model),  // in_channels, adm_in, context_in: set from the encoders
+                           (encoders::CaptionEncoderConfig, text),
+                           (std::string, autoencoder_weights),  // for a KL autoencoder slot; "" for pixels
+                           (int, image_size), (int, examples), (std::uint64_t, data_seed), (int, validation_examples),
+                           (int, batch), (double, lr), (int, warmup_steps), (double, weight_decay), (double, grad_clip),
+                           (double, ema_decay),
+                           (double, drop_rate),  // per conditioning input (context, pooled), independently
+                           (std::string, precision),  // "f32" or "bf16" (mixed: bf16 products, f32 weights)
+                           (int, steps), (double, minutes),  // budget: minutes > 0 wins
+                           (std::uint64_t, seed), (int, log_every), (int, validate_every), (int, checkpoint_every),
+                           (double, checkpoint_minutes), (std::vector<double>, snapshot_minutes),
+                           (int, sample_steps), (double, sample_cfg), (double, sample_shift));
+
+  // The shapes world's default model (docs/training.md says how these were chosen).
+  static TrainConfig shapes_default() {
+    TrainConfig c{};
+    c.model = {4, 128, 2, 4, 3, 0, 64, 64, 8, 4.0, true, {}};
+    c.text = encoders::CaptionEncoderConfig::shapes_default();
+    c.image_size = 32;
+    c.examples = 20000;
+    c.data_seed = 0;
+    c.validation_examples = 64;
+    c.batch = 32;  // 0.160 vs 0.133-0.147 at 64 after 5 minutes (docs/training.md)
+    c.lr = 1e-3;
+    c.warmup_steps = 100;
+    c.weight_decay = 0.0;
+    c.grad_clip = 1.0;
+    c.ema_decay = 0.999;
+    c.drop_rate = 0.316;  // sqrt(0.1): both inputs dropped for ~10% of examples, as SD3's 46.4%^3
+    c.precision = "bf16";  // 1.7x the f32 step rate here (docs/training.md)
+    c.steps = 2000;
+    c.minutes = 0;
+    c.seed = 0;
+    c.log_every = 20;
+    c.validate_every = 250;
+    c.checkpoint_every = 0;
+    c.checkpoint_minutes = 2.0;
+    c.snapshot_minutes = {};
+    c.sample_steps = 20;
+    c.sample_cfg = 4.0;
+    c.sample_shift = 1.0;
+    return c;
+  }
+  void validate() const {
+    auto bad = [](const std::string& m) { throw InputError("train config: " + m); };
+    if (batch < 1) bad("batch must be at least 1");
+    if (examples < batch) bad("examples must be at least batch");
+    if (!(lr > 0) || warmup_steps < 0 || weight_decay < 0 || grad_clip < 0) bad("lr > 0, warmup_steps, weight_decay, grad_clip >= 0");
+    if (!(ema_decay >= 0 && ema_decay < 1)) bad("ema_decay must be in [0, 1)");
+    if (!(drop_rate >= 0 && drop_rate <= 1)) bad("drop_rate must be in [0, 1]");
+    if (steps < 0 || minutes < 0 || (steps == 0 && minutes == 0)) bad("give steps > 0 or minutes > 0");
+    if (validation_examples < 1) bad("validation_examples must be at least 1");
+    if (image_size < 16) bad("image_size must be at least 16");
+    if (log_every < 1) bad("log_every must be at least 1");
+    if (precision != "f32" && precision != "bf16") bad("precision must be f32 or bf16");
+  }
+};
+
+struct StepRecord {
+  int step = 0;
+  double loss = 0, grad_norm = 0, lr = 0, seconds = 0;
+};
+
+struct TrainResult {
+  int steps = 0;
+  double seconds = 0, final_loss = 0, val_loss = 0, val_loss_ema = 0;
+  bool resumed = false;
+  std::filesystem::path checkpoint;
+};
+
+struct TrainCallbacks {
+  std::function<void(const std::string&)> log;  // progress lines
+  std::function<bool(int step)> keep_going;      // false stops after this step (with a checkpoint)
+};
+
+namespace trainer_detail {
+
+inline std::uint64_t step_seed(std::uint64_t seed, std::int64_t step) { return data::mix_seed(seed ^ 0x7261696eull, static_cast<std::uint64_t>(step)); }
+
+inline void write_text(const std::filesystem::path& p, const std::string& s) {
+  io::AtomicFileWriter w(p);
+  w.write(s.data(), s.size());
+  w.commit();
+}
+
+inline std::vector<std::pair<std::string, torch::Tensor>> named(const torch::nn::Module& m) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& p : m.named_parameters(true)) out.emplace_back(p.key(), p.value());
+  for (const auto& b : m.named_buffers(true)) out.emplace_back(b.key(), b.value());
+  return out;
+}
+
+inline void load_into(torch::nn::Module& m, const std::filesystem::path& file) {
+  io::SafetensorsFile f(file.string());
+  torch::NoGradGuard g;
+  for (auto& [name, t] : named(m)) t.copy_(io::load_tensor(f, name, {t.scalar_type()}));
+}
+
+}  // namespace trainer_detail
+
+// Conditioning dropout (SD3 paper, section 5.3: each text encoder dropped independently, 46.3%):
+// here the context and the pooled vector are dropped independently with probability `rate`
+// (zeros, as at inference), so both are dropped for rate^2 of the examples. Returns the keep masks
+// (1 kept, 0 dropped), each (b) float32.
+inline std::pair<torch::Tensor, torch::Tensor> conditioning_keep_masks(std::int64_t b, double rate, at::Generator& gen) {
+  auto keep = [&] { return (torch::rand({b}, gen) >= rate).to(torch::kFloat32); };
+  auto a = keep();
+  return {a, keep()};
+}
+
+// The fixed evaluation prompts of the sample sheet: two per category, one held-out.
+inline std::vector<std::string> sample_sheet_prompts() {
+  return {"a red circle",          "a blue square",
+          "a green triangle and a yellow circle", "a purple square and an orange circle",
+          "two blue circles",      "three red squares",
+          "a yellow triangle",     "a purple triangle",
+          "a red circle above a blue square",     "a green square left of a yellow triangle",
+          "a blue circle and a red triangle",     "an orange square and a green circle"};
+}
+
+template <class P>
+class Trainer {
+ public:
+  using Conditioning = typename P::conditioning_type;
+  using Autoencoder = typename P::autoencoder_type;
+
+  // Starts a new run in `dir` (which must not hold one) or, with `resume`, continues the run
+  // there; `budget` overrides the saved config's steps / minutes when resuming.
+  Trainer(std::filesystem::path dir, TrainConfig config, bool resume, TrainCallbacks cb = {})
+      : dir_(std::move(dir)), c_(std::move(config)), cb_(std::move(cb)), ae_(c_.autoencoder_weights) {
+    namespace fs = std::filesystem;
+    const bool has_run = fs::exists(dir_ / "state.json");
+    if (resume && !has_run) throw InputError(dir_.string() + ": nothing to resume (no state.json)");
+    if (!resume && has_run)
+      throw InputError(dir_.string() + ": already holds a training run; pass --resume to continue it or choose another --out");
+    if (resume) {
+      auto saved = load_config<TrainConfig>(dir_ / "config.json", TrainConfig::shapes_default());
+      saved.steps = c_.steps, saved.minutes = c_.minutes;  // the new budget
+      c_ = saved;
+    }
+    c_.validate();
+    fs::create_directories(dir_);
+    log("recipe: " + P::describe());
+    if (!resume) {
+      trainer_detail::write_text(dir_ / "recipe.txt", P::describe() + "\n");
+      // Tokenizer on the captions of the first examples (every word of the grammar occurs there).
+      ShapesDataSpec words{c_.image_size, c_.data_seed, 0, std::min<std::int64_t>(c_.examples, 3000)};
+      log("training the caption tokenizer (sentencepiece) ...");
+      cond_.emplace(Conditioning::create(dir_, render_examples(words).first, c_.text));
+      c_.text.vocab_size = cond_->tokenizer().vocab_size();
+    } else {
+      cond_.emplace(Conditioning::load(dir_));
+    }
+    c_.model.in_channels = ae_.latent_channels();
+    c_.model.adm_in = c_.model.context_in = cond_->width();
+    if (!resume) trainer_detail::write_text(dir_ / "config.json", config_to_string(c_) + "\n");
+
+    ShapesDataSpec spec{c_.image_size, c_.data_seed, 0, c_.examples};
+    const auto t0 = std::chrono::steady_clock::now();
+    cache_ = open_feature_cache(dir_ / "cache", spec, *cond_, ae_, [&](std::int64_t done, std::int64_t total) {
+      if (done == total || done % 4096 < 512) log("feature cache: " + std::to_string(done) + "/" + std::to_string(total) + " examples");
+    });
+    log("feature cache " + cache_.path + " (" + std::to_string(cache_.size()) + " examples, " +
+        fmt_seconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()) + ")");
+    // Validation: unseen examples after the cached ones.
+    ShapesDataSpec vspec{c_.image_size, c_.data_seed, c_.examples, c_.validation_examples};
+    auto [vcap, vimg] = render_examples(vspec);
+    val_x0_ = ae_.encode(vimg);
+    const auto vf = cond_->encode(vcap);
+    val_ctx_ = vf.context, val_pooled_ = vf.pooled;
+
+    torch::manual_seed(c_.seed);
+    model_ = P::backbone_type::create(c_.model);
+    ema_ = P::backbone_type::create(c_.model);
+    {
+      torch::NoGradGuard g;
+      auto src = model_->parameters(), dst = ema_->parameters();
+      for (std::size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
+    }
+    for (auto& p : ema_->parameters()) p.set_requires_grad(false);
+    opt_ = std::make_unique<torch::optim::AdamW>(model_->parameters(),
+                                                 torch::optim::AdamWOptions(c_.lr).weight_decay(c_.weight_decay));
+    if (resume) restore();
+    std::int64_t n = 0;
+    for (const auto& p : model_->parameters()) n += p.numel();
+    log("backbone: " + std::to_string(n) + " parameters, depth " + std::to_string(c_.model.depth) + ", hidden " +
+        std::to_string(c_.model.hidden_size()) + ", " + std::to_string(val_x0_.size(2) / c_.model.patch * (val_x0_.size(3) / c_.model.patch)) +
+        " image tokens + " + std::to_string(cond_->length()) + " text tokens");
+  }
+
+  const TrainConfig& config() const { return c_; }
+  backbone::MMDiT& model() { return model_; }
+  backbone::MMDiT& ema() { return ema_; }
+  const Conditioning& conditioning() const { return *cond_; }
+  const Autoencoder& autoencoder() const { return ae_; }
+  int step() const { return step_; }
+
+  // One optimisation step; returns its record. Throws Error on a non-finite loss or gradient.
+  StepRecord train_step() {
+    const auto t0 = std::chrono::steady_clock::now();
+    model_->train();
+    auto gen = at::detail::createCPUGenerator(trainer_detail::step_seed(c_.seed, step_));
+    const auto b = c_.batch;
+    const auto idx = torch::randint(cache_.size(), {b}, gen, torch::kLong);
+    const auto x0 = cache_.latents.index_select(0, idx);
+    auto ctx = cache_.context.index_select(0, idx);
+    auto pooled = cache_.pooled.index_select(0, idx);
+    const auto [keep_ctx, keep_pooled] = conditioning_keep_masks(b, c_.drop_rate, gen);
+    ctx = ctx * keep_ctx.view({b, 1, 1});
+    pooled = pooled * keep_pooled.view({b, 1});
+    const auto t = objective_.sample_t(b, gen, x0);
+    const auto noise = torch::randn(x0.sizes(), gen, torch::TensorOptions().dtype(torch::kFloat32));
+    const auto in = objective_.inputs(x0, noise, t);
+    torch::Tensor out;
+    {
+      CpuAutocast amp(c_.precision == "bf16");
+      out = model_->forward(in.z, t * 1000.0, pooled, ctx);
+    }
+    const auto loss = objective_.loss(out.to(torch::kFloat32), x0, noise, t).mean();
+    const double lr = lr_at(step_);
+    for (auto& g : opt_->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+    opt_->zero_grad();
+    loss.backward();
+    const double loss_v = loss.template item<double>();
+    const double norm = c_.grad_clip > 0 ? torch::nn::utils::clip_grad_norm_(model_->parameters(), c_.grad_clip)
+                                         : grad_norm();
+    if (!std::isfinite(loss_v) || !std::isfinite(norm)) non_finite(loss_v, norm);
+    opt_->step();
+    update_ema();
+    ++step_;
+    StepRecord r{step_, loss_v, norm, lr, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
+    return r;
+  }
+
+  // Mean loss over the fixed validation batch and t grid (8 midpoints), for the model and its EMA.
+  std::pair<double, double> validation_loss() {
+    torch::NoGradGuard g;
+    auto run = [&](backbone::MMDiT& m) {
+      m->eval();
+      auto gen = at::detail::createCPUGenerator(c_.seed ^ 0x76616cull);
+      double total = 0;
+      for (int k = 0; k < 8; ++k) {
+        const auto t = torch::full({val_x0_.size(0)}, (k + 0.5) / 8.0);
+        const auto noise = torch::randn(val_x0_.sizes(), gen, torch::TensorOptions().dtype(torch::kFloat32));
+        const auto in = objective_.inputs(val_x0_, noise, t);
+        total += objective_.loss(m->forward(in.z, t * 1000.0, val_pooled_, val_ctx_), val_x0_, noise, t).mean().template item<double>();
+      }
+      return total / 8;
+    };
+    return {run(model_), run(ema_)};
+  }
+
+  torch::Tensor sample(const std::vector<std::string>& prompts, std::uint64_t seed) {
+    typename P::sampler_type sampler{};
+    if constexpr (requires { sampler.schedule.shift; }) sampler.schedule.shift = c_.sample_shift;
+    pipeline::GenerateOptions o;
+    o.steps = c_.sample_steps;
+    o.cfg = c_.sample_cfg;
+    o.seed = seed;
+    o.height = o.width = c_.image_size;
+    return pipeline::generate<P>(ema_, *cond_, ae_, sampler, objective_, prompts, o);
+  }
+
+  // Trains until the budget (steps or minutes, counted over resumes) or keep_going says stop.
+  TrainResult run() {
+    namespace fs = std::filesystem;
+    using clock = std::chrono::steady_clock;
+    const auto start = clock::now();
+    const double base = elapsed_;
+    auto now = [&] { return base + std::chrono::duration<double>(clock::now() - start).count(); };
+    double last_ckpt = now(), window_loss = 0, window_time = 0;
+    int window = 0;
+    std::size_t next_snapshot = 0;
+    while (next_snapshot < c_.snapshot_minutes.size() && c_.snapshot_minutes[next_snapshot] * 60 <= elapsed_) ++next_snapshot;
+    TrainResult res;
+    res.resumed = step_ > 0;
+    auto done = [&] { return c_.minutes > 0 ? now() >= c_.minutes * 60 : step_ >= c_.steps; };
+    while (!done()) {
+      const auto r = train_step();
+      window_loss += r.loss, window_time += r.seconds, ++window;
+      res.final_loss = r.loss;
+      elapsed_ = now();
+      metrics_line({{"step", r.step}, {"loss", r.loss}, {"grad_norm", r.grad_norm}, {"lr", r.lr}, {"seconds", elapsed_}});
+      if (step_ % c_.log_every == 0) {
+        const double ips = window / std::max(window_time, 1e-9);
+        std::string eta;
+        if (c_.minutes > 0) eta = fmt_seconds(c_.minutes * 60 - elapsed_);
+        else eta = fmt_seconds((c_.steps - step_) / std::max(ips, 1e-9));
+        char buf[256];
+        std::snprintf(buf, sizeof buf, "step %d%s  loss %.4f  lr %.2g  %.2f it/s  %.0f img/s  elapsed %s  ETA %s", step_,
+                      c_.minutes > 0 ? "" : ("/" + std::to_string(c_.steps)).c_str(), window_loss / window, r.lr, ips,
+                      ips * c_.batch, fmt_seconds(elapsed_).c_str(), eta.c_str());
+        log(buf);
+        window_loss = window_time = 0, window = 0;
+      }
+      if (c_.validate_every > 0 && step_ % c_.validate_every == 0) validate_now();
+      while (next_snapshot < c_.snapshot_minutes.size() && elapsed_ >= c_.snapshot_minutes[next_snapshot] * 60) {
+        snapshot(c_.snapshot_minutes[next_snapshot]);
+        ++next_snapshot;
+      }
+      const bool stop = cb_.keep_going && !cb_.keep_going(step_);
+      const bool periodic = (c_.checkpoint_every > 0 && step_ % c_.checkpoint_every == 0) ||
+                            (c_.checkpoint_minutes > 0 && elapsed_ - last_ckpt >= c_.checkpoint_minutes * 60);
+      if (periodic && !stop && !done()) {
+        save_checkpoint();
+        last_ckpt = elapsed_;
+      }
+      if (stop) break;
+    }
+    elapsed_ = now();
+    std::tie(res.val_loss, res.val_loss_ema) = validate_now();
+    res.checkpoint = save_checkpoint();
+    write_plots();
+    res.steps = step_;
+    res.seconds = elapsed_;
+    return res;
+  }
+
+  // Writes ckpt-<step>/ and then state.json pointing at it; older checkpoints are removed after.
+  std::filesystem::path save_checkpoint() {
+    namespace fs = std::filesystem;
+    char name[32];
+    std::snprintf(name, sizeof name, "ckpt-%07d", step_);
+    const auto dir = dir_ / name;
+    if (fs::exists(dir)) fs::remove_all(dir);  // a leftover of an interrupted save
+    fs::create_directories(dir);
+    const std::map<std::string, std::string> meta{{"diffuse.recipe", P::describe()}, {"diffuse.step", std::to_string(step_)}};
+    io::save_safetensors(dir / "model.safetensors", trainer_detail::named(*model_), meta);
+    io::save_safetensors(dir / "ema.safetensors", trainer_detail::named(*ema_), meta);
+    std::ostringstream os;
+    torch::serialize::OutputArchive ar;
+    opt_->save(ar);
+    ar.save_to(os);
+    trainer_detail::write_text(dir / "optimizer.pt", os.str());
+    nlohmann::json st{{"step", step_}, {"elapsed_seconds", elapsed_}, {"checkpoint", name}, {"cache_key", cache_.key},
+                      {"recipe", P::describe()}};
+    trainer_detail::write_text(dir_ / "state.json", st.dump(2) + "\n");
+    for (const auto& e : fs::directory_iterator(dir_))
+      if (e.is_directory() && e.path().filename().string().rfind("ckpt-", 0) == 0 && e.path().filename() != name)
+        fs::remove_all(e.path());
+    return dir;
+  }
+
+  void write_plots() {
+    namespace fs = std::filesystem;
+    eval::Series train{"train loss (mean of 50 steps)", {}, {}, eval::palette(0)}, val{"validation loss", {}, {}, eval::palette(1)},
+        vema{"validation loss, EMA", {}, {}, eval::palette(2)};
+    std::ifstream in(dir_ / "metrics.jsonl");
+    std::string line;
+    double acc = 0;
+    int n = 0;
+    while (std::getline(in, line)) {
+      const auto j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_discarded()) continue;
+      if (j.contains("loss")) {
+        acc += j["loss"].get<double>(), ++n;
+        if (n == 50) train.x.push_back(j["step"].get<double>()), train.y.push_back(acc / n), acc = 0, n = 0;
+      }
+      if (j.contains("val_loss")) {
+        val.x.push_back(j["step"].get<double>()), val.y.push_back(j["val_loss"].get<double>());
+        vema.x.push_back(j["step"].get<double>()), vema.y.push_back(j["val_loss_ema"].get<double>());
+      }
+    }
+    eval::Panel p{"rectified-flow loss", "step", "loss", {train, val, vema}, {}, 0.0};
+    io::write_png(dir_ / "loss.png", eval::render_plot({p}));
+    const auto imgs = sample(sample_sheet_prompts(), 0);
+    io::write_png(dir_ / "samples.png", pipeline::image_grid(imgs, 6, 4),
+                  {{"prompts", nlohmann::json(sample_sheet_prompts()).dump()}, {"step", std::to_string(step_)}});
+  }
+
+ private:
+  double lr_at(int step) const {
+    return c_.warmup_steps > 0 ? c_.lr * std::min(1.0, (step + 1.0) / c_.warmup_steps) : c_.lr;
+  }
+  double grad_norm() const {
+    double s = 0;
+    for (const auto& p : model_->parameters())
+      if (p.grad().defined()) s += p.grad().pow(2).sum().template item<double>();
+    return std::sqrt(s);
+  }
+  void update_ema() {
+    torch::NoGradGuard g;
+    const double d = std::min(c_.ema_decay, (1.0 + step_) / (10.0 + step_));  // short warm-up of the average
+    auto src = model_->parameters(), dst = ema_->parameters();
+    for (std::size_t i = 0; i < src.size(); ++i) dst[i].mul_(d).add_(src[i], 1.0 - d);
+  }
+  [[noreturn]] void non_finite(double loss, double norm) {
+    std::string where = "none (the loss itself)";
+    for (const auto& p : model_->named_parameters(true))
+      if (p.value().grad().defined() && !torch::isfinite(p.value().grad()).all().template item<bool>()) {
+        where = p.key();
+        break;
+      }
+    metrics_line({{"step", step_ + 1}, {"event", "non-finite"}, {"loss", std::to_string(loss)}, {"grad_norm", std::to_string(norm)}});
+    const auto st = std::filesystem::exists(dir_ / "state.json") ? "the last checkpoint (state.json) is intact and --resume continues from it"
+                                                                  : "no checkpoint was written yet";
+    throw Error("training stopped at step " + std::to_string(step_ + 1) + ": non-finite loss " + std::to_string(loss) +
+                " / gradient norm " + std::to_string(norm) + "; first non-finite gradient: " + where +
+                ". The weights were not updated; " + st + ". Lower lr (now " + std::to_string(c_.lr) +
+                ") or raise warmup_steps.");
+  }
+  std::pair<double, double> validate_now() {
+    const auto [v, ve] = validation_loss();
+    metrics_line({{"step", step_}, {"val_loss", v}, {"val_loss_ema", ve}, {"seconds", elapsed_}});
+    char buf[128];
+    std::snprintf(buf, sizeof buf, "step %d  validation loss %.4f (EMA %.4f)", step_, v, ve);
+    log(buf);
+    return {v, ve};
+  }
+  void snapshot(double minutes) {
+    std::filesystem::create_directories(dir_ / "snapshots");
+    char name[64];
+    std::snprintf(name, sizeof name, "ema-%gmin.safetensors", minutes);
+    io::save_safetensors(dir_ / "snapshots" / name, trainer_detail::named(*ema_),
+                         {{"diffuse.step", std::to_string(step_)}, {"diffuse.minutes", std::to_string(elapsed_ / 60)}});
+    log("snapshot " + std::string(name) + " at step " + std::to_string(step_));
+  }
+  void restore() {
+    namespace fs = std::filesystem;
+    std::ifstream in(dir_ / "state.json");
+    const auto st = nlohmann::json::parse(in, nullptr, false);
+    if (st.is_discarded() || !st.contains("step") || !st.contains("checkpoint"))
+      throw InputError((dir_ / "state.json").string() + ": not a valid training state");
+    const auto ck = dir_ / st["checkpoint"].get<std::string>();
+    for (const char* f : {"model.safetensors", "ema.safetensors", "optimizer.pt"})
+      if (!fs::is_regular_file(ck / f)) throw InputError((ck / f).string() + ": checkpoint file missing");
+    trainer_detail::load_into(*model_, ck / "model.safetensors");
+    trainer_detail::load_into(*ema_, ck / "ema.safetensors");
+    torch::serialize::InputArchive ar;
+    ar.load_from((ck / "optimizer.pt").string());
+    opt_->load(ar);
+    step_ = st["step"].get<int>();
+    elapsed_ = st.value("elapsed_seconds", 0.0);
+    // Forget what happened after the checkpoint: those steps are run again.
+    std::vector<std::string> kept;
+    {
+      std::ifstream m(dir_ / "metrics.jsonl");
+      std::string line;
+      while (std::getline(m, line)) {
+        const auto j = nlohmann::json::parse(line, nullptr, false);
+        if (!j.is_discarded() && j.value("step", 0) <= step_)
+          kept.push_back(line);
+      }
+    }
+    std::string text;
+    for (const auto& l : kept) text += l + "\n";
+    trainer_detail::write_text(dir_ / "metrics.jsonl", text);
+    log("resumed at step " + std::to_string(step_) + " from " + ck.string());
+  }
+  void metrics_line(const nlohmann::json& j) {
+    std::ofstream m(dir_ / "metrics.jsonl", std::ios::app);
+    m << j.dump() << "\n";
+  }
+  void log(const std::string& s) const {
+    if (cb_.log) cb_.log(s);
+  }
+  static std::string fmt_seconds(double s) {
+    char b[32];
+    const int t = static_cast<int>(std::max(0.0, s));
+    if (t >= 3600) std::snprintf(b, sizeof b, "%dh%02dm", t / 3600, t / 60 % 60);
+    else std::snprintf(b, sizeof b, "%dm%02ds", t / 60, t % 60);
+    return b;
+  }
+
+  std::filesystem::path dir_;
+  TrainConfig c_;
+  TrainCallbacks cb_;
+  Autoencoder ae_;
+  std::optional<Conditioning> cond_;
+  typename P::objective_type objective_{};
+  FeatureCache cache_;
+  torch::Tensor val_x0_, val_ctx_, val_pooled_;
+  backbone::MMDiT model_{nullptr}, ema_{nullptr};
+  std::unique_ptr<torch::optim::AdamW> opt_;
+  int step_ = 0;
+  double elapsed_ = 0;
+};
+
+}  // namespace diffuse::training
