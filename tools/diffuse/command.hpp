@@ -12,5 +12,6 @@ void add_forward(CLI::App& app);
 void add_denoise(CLI::App& app);
 void add_shapes(CLI::App& app);
 void add_vae(CLI::App& app);
+void add_train(CLI::App& app);  // train, sample, eval
 
 }  // namespace diffuse::cli

@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   diffuse::cli::add_denoise(app);
   diffuse::cli::add_shapes(app);
   diffuse::cli::add_vae(app);
+  diffuse::cli::add_train(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

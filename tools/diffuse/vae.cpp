@@ -13,6 +13,7 @@
 #include "diffuse/autoencoder/tiling.hpp"
 #include "diffuse/core/torch_compat.hpp"
 #include "diffuse/io/png.hpp"
+#include "diffuse/pipeline/images.hpp"
 #include "diffuse/training/autoencoder_trainer.hpp"
 
 namespace diffuse::cli {
@@ -29,18 +30,8 @@ double latent_scale(const std::string& f) {
   return f == "sd3" ? 1.0 : 0.0;
 }
 
-torch::Tensor image_to_tensor(const io::RGBImage& img) {  // (1, 3, H, W) in [-1, 1]
-  const auto h = static_cast<std::int64_t>(img.shape()[0]), w = static_cast<std::int64_t>(img.shape()[1]);
-  auto t = torch::from_blob(const_cast<std::uint8_t*>(img.data()), {h, w, 3}, torch::kUInt8).clone();
-  return t.permute({2, 0, 1}).unsqueeze(0).to(torch::kFloat32) / 127.5 - 1.0;
-}
-
-io::RGBImage tensor_to_image(const torch::Tensor& x) {  // (1, 3, H, W) in [-1, 1]
-  const auto u8 = ((x[0].clamp(-1, 1) + 1) * 127.5).round().to(torch::kUInt8).permute({1, 2, 0}).contiguous();
-  io::RGBImage img({static_cast<std::size_t>(u8.size(0)), static_cast<std::size_t>(u8.size(1)), 3});
-  std::memcpy(img.data(), u8.data_ptr(), static_cast<std::size_t>(u8.numel()));
-  return img;
-}
+torch::Tensor image_to_tensor(const io::RGBImage& img) { return pipeline::from_rgb(img).unsqueeze(0); }  // (1, 3, H, W)
+io::RGBImage tensor_to_image(const torch::Tensor& x) { return pipeline::to_rgb(x[0]); }
 
 void run_encode(const VaeOptions& o) {
   configure_threads();

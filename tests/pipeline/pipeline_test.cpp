@@ -1,0 +1,328 @@
+// The training pipeline: caption tokenizer and encoder, feature cache, trainer (resume, NaN guard,
+// dropout), sampling through the pipeline typedefs (rectified flow, another process, a KL
+// autoencoder), and the train / sample / eval commands.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <fstream>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "diffuse/io/png.hpp"
+#include "diffuse/pipeline/trained_model.hpp"
+#include "diffuse/process/ldm_linear.hpp"
+#include "diffuse/timesteps/uniform.hpp"
+#include "diffuse/training/trainer.hpp"
+#include "test_util.hpp"
+
+namespace t_pipeline {
+
+using namespace diffuse;
+using diffuse::test::TempDir;
+
+// A model small enough to train a few steps in a second.
+training::TrainConfig tiny_config() {
+  auto c = training::TrainConfig::shapes_default();
+  c.model = {2, 32, 2, 4, 3, 0, 16, 16, 4, 2.0, true, {}};
+  c.text = {0, 16, 1, 2, 12, 3};
+  c.image_size = 16;
+  c.examples = 64;
+  c.validation_examples = 8;
+  c.batch = 8;
+  c.warmup_steps = 2;
+  c.steps = 6;
+  c.log_every = 1;
+  c.validate_every = 0;
+  c.checkpoint_minutes = 0;
+  c.sample_steps = 2;
+  c.precision = "f32";
+  return c;
+}
+
+std::vector<double> losses(const std::filesystem::path& metrics) {
+  std::vector<double> out;
+  std::ifstream in(metrics);
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("loss") && !j.contains("event")) {
+      REQUIRE(j["step"].get<std::size_t>() == out.size() + 1);  // one line per step, in order
+      out.push_back(j["loss"].get<double>());
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> shapes_captions(int n) {
+  std::vector<std::string> out;
+  const data::ShapesWorld w(16, 0);
+  for (int i = 0; i < n; ++i) out.push_back(w.example(static_cast<std::uint64_t>(i)).caption);
+  return out;
+}
+
+TEST_CASE("the caption tokenizer is trained on the captions and round-trips them", "[pipeline]") {
+  TempDir d;
+  const auto caps = shapes_captions(600);
+  encoders::CaptionTokenizer::train(caps, d / "tok.model");
+  const encoders::CaptionTokenizer tok(d / "tok.model", 12);
+  CHECK(tok.vocab_size() <= 128);
+  for (const auto& c : caps) {
+    bool cut = true;
+    const auto ids = tok.ids(c, &cut);
+    REQUIRE(ids.size() == 12);
+    CHECK_FALSE(cut);
+    CHECK(tok.decode(ids) == c);
+    const auto eos = std::find(ids.begin(), ids.end(), encoders::CaptionTokenizer::eos_id);
+    REQUIRE(eos != ids.end());
+    CHECK(std::all_of(eos + 1, ids.end(), [](int i) { return i == encoders::CaptionTokenizer::pad_id; }));
+    CHECK(std::none_of(ids.begin(), eos, [](int i) { return i == encoders::CaptionTokenizer::unk_id; }));
+  }
+  // Training again on the same captions gives the same tokenizer.
+  encoders::CaptionTokenizer::train(caps, d / "tok2.model");
+  const encoders::CaptionTokenizer tok2(d / "tok2.model", 12);
+  for (const auto& c : caps) CHECK(tok2.ids(c) == tok.ids(c));
+  CHECK(tok.ids("a red circle")[3] == encoders::CaptionTokenizer::eos_id);  // every word one piece
+  bool cut = false;
+  const auto ids = tok.ids("a red circle above a blue square and a green triangle left of a yellow circle", &cut);
+  CHECK(cut);
+  CHECK(ids.back() == encoders::CaptionTokenizer::eos_id);
+}
+
+TEST_CASE("the caption encoder is frozen, seeded, and pools over the real tokens only", "[pipeline]") {
+  TempDir d;
+  auto c = encoders::CaptionConditioning::create(d.path(), shapes_captions(300), {0, 16, 1, 2, 12, 5});
+  const auto f = c.encode({"a red circle", "two blue squares"});
+  CHECK(f.context.sizes() == torch::IntArrayRef{2, 12, 16});
+  CHECK(f.pooled.sizes() == torch::IntArrayRef{2, 16});
+  CHECK_FALSE(f.context.requires_grad());
+  // The pooled vector is the mean of the states at non-pad positions.
+  const auto ids = c.tokenizer().encode({"a red circle"});
+  const auto real = (ids[0] != 0).nonzero().squeeze(1);
+  CHECK(torch::allclose(f.pooled[0], f.context[0].index_select(0, real).mean(0), 1e-5, 1e-6));
+  CHECK_FALSE(torch::allclose(f.pooled[0], f.context[0].mean(0), 1e-3, 1e-4));
+  // Loading the folder gives the same features; another seed gives other weights and another fingerprint.
+  const auto again = encoders::CaptionConditioning::load(d.path());
+  CHECK(torch::equal(again.encode({"a red circle"}).context, f.context.narrow(0, 0, 1)));
+  CHECK(again.fingerprint() == c.fingerprint());
+  TempDir d2;
+  auto other = encoders::CaptionConditioning::create(d2.path(), shapes_captions(300), {0, 16, 1, 2, 12, 6});
+  CHECK(other.fingerprint() != c.fingerprint());
+  CHECK_FALSE(torch::allclose(other.encode({"a red circle"}).context, f.context.narrow(0, 0, 1)));
+}
+
+TEST_CASE("the feature cache is built once, reused, and keyed by the encoders' weights", "[pipeline]") {
+  TempDir d;
+  auto cond = encoders::CaptionConditioning::create(d / "enc", shapes_captions(300), {0, 16, 1, 2, 12, 5});
+  const autoencoder::PixelSpace px;
+  const training::ShapesDataSpec spec{16, 0, 0, 40};
+  const auto a = training::open_feature_cache(d / "cache", spec, cond, px);
+  CHECK(a.latents.sizes() == torch::IntArrayRef{40, 3, 16, 16});
+  CHECK(a.context.sizes() == torch::IntArrayRef{40, 12, 16});
+  // The cached rows are the encodings of the examples.
+  const auto [caps, imgs] = training::render_examples({16, 0, 5, 1});
+  CHECK(torch::equal(a.latents[5], imgs[0]));
+  CHECK(torch::allclose(a.context[5], cond.encode(caps).context[0]));
+  const auto mtime = std::filesystem::last_write_time(a.path);
+  const auto b = training::open_feature_cache(d / "cache", spec, cond, px);
+  CHECK(b.path == a.path);
+  CHECK(std::filesystem::last_write_time(b.path) == mtime);
+  // Other encoder weights (another seed): another key, another file; the old one is never read.
+  auto cond2 = encoders::CaptionConditioning::create(d / "enc2", shapes_captions(300), {0, 16, 1, 2, 12, 6});
+  const auto c = training::open_feature_cache(d / "cache", spec, cond2, px);
+  CHECK(c.key != a.key);
+  CHECK(c.path != a.path);
+  // Other data: another key.
+  CHECK(training::feature_cache_key(training::ShapesDataSpec{16, 1, 0, 40}, cond, px) != a.key);
+  // A file whose metadata disagrees with its name is refused, not used.
+  io::save_safetensors(a.path, {{"latents", a.latents.clone()}, {"context", a.context.clone()}, {"pooled", a.pooled.clone()}},
+                       {{"diffuse.cache_key", "0000000000000000"}});
+  CHECK_THROWS_WITH(training::open_feature_cache(d / "cache", spec, cond, px), Catch::Contains("key does not match"));
+}
+
+TEST_CASE("conditioning dropout drops context and pooled independently at the given rate", "[pipeline]") {
+  auto gen = at::detail::createCPUGenerator(11);
+  const auto [kc, kp] = training::conditioning_keep_masks(200000, 0.464, gen);
+  const double dc = 1 - kc.mean().item<double>(), dp = 1 - kp.mean().item<double>();
+  const double both = ((1 - kc) * (1 - kp)).mean().item<double>();
+  CHECK(dc == Approx(0.464).margin(0.005));  // 0.005 is > 4 standard errors at n = 200000
+  CHECK(dp == Approx(0.464).margin(0.005));
+  CHECK(both == Approx(0.464 * 0.464).margin(0.005));  // independent
+}
+
+TEST_CASE("a resumed run repeats the uninterrupted run's losses exactly", "[pipeline][training]") {
+  TempDir d;
+  auto c = tiny_config();
+  {
+    training::Trainer<pipeline::SD3PixelRecipe> t(d / "straight", c, false);
+    t.run();
+  }
+  const auto straight = losses(d / "straight" / "metrics.jsonl");
+  REQUIRE(straight.size() == 6);
+  CHECK(std::isfinite(straight.back()));
+  // Killed after step 5 with the last checkpoint at step 3: steps 4 and 5 are run again.
+  c.checkpoint_every = 3;
+  training::TrainCallbacks cb;
+  cb.keep_going = [](int step) -> bool {
+    if (step == 5) throw std::runtime_error("killed");
+    return true;
+  };
+  {
+    training::Trainer<pipeline::SD3PixelRecipe> t(d / "killed", c, false, cb);
+    CHECK_THROWS_WITH(t.run(), "killed");
+  }
+  CHECK(losses(d / "killed" / "metrics.jsonl").size() == 5);
+  {
+    CHECK_THROWS_WITH(training::Trainer<pipeline::SD3PixelRecipe>(d / "killed", c, false), Catch::Contains("--resume"));
+    training::Trainer<pipeline::SD3PixelRecipe> t(d / "killed", c, true);
+    CHECK(t.step() == 3);
+    t.run();
+  }
+  const auto resumed = losses(d / "killed" / "metrics.jsonl");
+  REQUIRE(resumed.size() == straight.size());
+  for (std::size_t i = 0; i < straight.size(); ++i) CHECK(resumed[i] == straight[i]);
+  CHECK(test::read_text(d / "killed" / "ckpt-0000006" / "ema.safetensors") ==
+        test::read_text(d / "straight" / "ckpt-0000006" / "ema.safetensors"));
+  CHECK(std::filesystem::exists(d / "killed" / "loss.png"));
+  CHECK(std::filesystem::exists(d / "killed" / "samples.png"));
+  CHECK_FALSE(std::filesystem::exists(d / "killed" / "ckpt-0000003"));  // superseded checkpoints are removed
+}
+
+TEST_CASE("a non-finite loss stops training with a report and leaves the checkpoint intact", "[pipeline][training]") {
+  TempDir d;
+  auto c = tiny_config();
+  c.lr = 1e30;
+  c.warmup_steps = 0;
+  c.grad_clip = 0;
+  c.checkpoint_every = 1;
+  c.steps = 50;
+  training::Trainer<pipeline::SD3PixelRecipe> t(d / "run", c, false);
+  std::string message;
+  try {
+    t.run();
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  CHECK_THAT(message, Catch::Contains("non-finite") && Catch::Contains("first non-finite gradient") &&
+                          Catch::Contains("--resume"));
+  const auto st = nlohmann::json::parse(test::read_text(d / "run" / "state.json"));
+  const int saved = st["step"].get<int>();
+  CHECK(saved >= 1);
+  CHECK(saved < 50);
+  // The saved weights are the last finite ones.
+  io::SafetensorsFile f((d / "run" / st["checkpoint"].get<std::string>() / "model.safetensors").string());
+  for (const auto& info : f.tensors()) CHECK(torch::isfinite(io::load_tensor(f, info)).all().item<bool>());
+  CHECK_THAT(test::read_text(d / "run" / "metrics.jsonl"), Catch::Contains("\"event\":\"non-finite\""));
+}
+
+TEST_CASE("a trained model loads for generation and samples reproducibly", "[pipeline][training]") {
+  TempDir d;
+  {
+    training::Trainer<pipeline::SD3PixelRecipe> t(d / "m", tiny_config(), false);
+    t.run();
+  }
+  pipeline::TrainedModel<pipeline::SD3PixelRecipe> m(d / "m");
+  CHECK(m.step() == 6);
+  pipeline::GenerateOptions o;
+  o.steps = 3;
+  o.seed = 4;
+  o.height = o.width = 0;
+  int calls = 0;
+  o.on_step = [&](const sampling::StepInfo&) { return ++calls < 2; };  // stops after two steps
+  const auto a = m.generate({"a red circle", "two blue squares"}, o);
+  CHECK(calls == 2);
+  CHECK(a.sizes() == torch::IntArrayRef{2, 3, 16, 16});
+  CHECK(a.abs().max().item<float>() <= 1.0f);
+  o.on_step = {};
+  CHECK(torch::equal(m.generate({"a red circle"}, o), m.generate({"a red circle"}, o)));
+  o.seed = 5;
+  const auto b = m.generate({"a red circle"}, o);
+  o.seed = 4;
+  CHECK_FALSE(torch::equal(m.generate({"a red circle"}, o), b));
+  CHECK_THROWS_AS(pipeline::TrainedModel<pipeline::SD3PixelRecipe>(d / "nothing"), InputError);
+}
+
+// A variant is another typedef: DDPM's LDM-linear process with eps-prediction and uniform t,
+// trained and sampled through the same pipeline (the process form of the sampler).
+using LDMVariant = pipeline::Pipeline<training::Objective<process::LDMLinear, timesteps::Uniform, weighting::Uniform, process::Eps>,
+                                      encoders::CaptionConditioning, backbone::MMDiTBackbone<backbone::QKNorm::None>,
+                                      autoencoder::PixelSpace, pipeline::EulerWithShift>;
+
+TEST_CASE("a variant typedef trains and samples with another process and backbone", "[pipeline][training]") {
+  static_assert(!std::is_same_v<LDMVariant, pipeline::SD3PixelRecipe>);
+  CHECK_THAT(LDMVariant::describe(), Catch::Contains("objective=linear/uniform/uniform") && Catch::Contains("backbone=mmdit "));
+  TempDir d;
+  training::Trainer<LDMVariant> t(d / "m", tiny_config(), false);
+  CHECK_FALSE(t.model()->config().qk_norm);
+  const auto r = t.run();
+  CHECK(std::isfinite(r.final_loss));
+  const auto imgs = t.sample({"a red circle"}, 1);
+  CHECK(imgs.sizes() == torch::IntArrayRef{1, 3, 16, 16});
+  CHECK(torch::isfinite(imgs).all().item<bool>());
+}
+
+TEST_CASE("the SD3 recipe trains in the latent space of a frozen KL autoencoder", "[pipeline][training]") {
+  TempDir d;
+  torch::manual_seed(0);
+  autoencoder::KLAutoencoder vae(autoencoder::KLAutoencoderConfig{32, {1, 2}, 1, 3, 4});
+  std::vector<std::pair<std::string, torch::Tensor>> w;
+  for (const auto& p : vae->named_parameters(true)) w.emplace_back(p.key(), p.value());
+  io::save_safetensors(d / "vae.safetensors", w);
+  auto c = tiny_config();
+  c.model.patch = 2;
+  c.autoencoder_weights = (d / "vae.safetensors").string();
+  training::Trainer<pipeline::SD3Recipe> t(d / "m", c, false);
+  CHECK(t.model()->config().in_channels == 4);  // the autoencoder's latent channels
+  CHECK(t.model()->config().qk_norm);
+  t.run();
+  const auto imgs = t.sample({"a red circle"}, 1);
+  CHECK(imgs.sizes() == torch::IntArrayRef{1, 3, 16, 16});  // decoded back to pixels
+  c.autoencoder_weights = "";
+  CHECK_THROWS_WITH(training::Trainer<pipeline::SD3Recipe>(d / "m2", c, false), Catch::Contains("autoencoder"));
+}
+
+TEST_CASE("diffuse train, sample and eval work end to end and refuse bad input", "[pipeline][cli]") {
+  TempDir d;
+  std::ofstream(d / "tiny.json") << config_to_string(tiny_config());
+  const auto out = (d / "m").string();
+  auto r = test::run_cli("train --config " + (d / "tiny.json").string() + " --out " + out + " --steps 4");
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.err, Catch::Contains("step 4/4") && Catch::Contains("it/s") && Catch::Contains("ETA"));
+  r = test::run_cli("train --config " + (d / "tiny.json").string() + " --out " + out + " --steps 4");
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.err, Catch::Contains("--resume"));
+  r = test::run_cli("train --out " + out + " --steps 6 --resume");
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.err, Catch::Contains("resumed at step 4"));
+  const auto png = (d / "s.png").string();
+  r = test::run_cli("sample --checkpoint " + out + " --prompt 'a red circle' --seed 3 --steps 2 --cfg 2.5 --out " + png);
+  REQUIRE(r.exit_code == 0);
+  const auto img = io::read_png(png);
+  CHECK(img.shape()[0] == 16 * 4 + 4);  // one 16 px image at scale 4 with 2 px gutters
+  std::map<std::string, std::string> text;
+  for (const auto& [k, v] : io::read_png_text(png)) text[k] = v;
+  CHECK(text["prompt"] == "a red circle");
+  CHECK(text["seed"] == "3");
+  CHECK(text["steps"] == "2");
+  CHECK(std::stod(text["cfg"]) == 2.5);
+  CHECK(text["sampler"] == "euler/linear");
+  CHECK(text.count("shift") == 1);
+  CHECK(text["model_hash"].size() == 16);
+  std::ofstream(d / "prompts.json") << R"([{"prompt": "a red circle", "category": "single_object", "held_out": false},
+    {"prompt": "two blue squares", "category": "counting", "held_out": false}])";
+  r = test::run_cli("eval --checkpoint " + out + " --prompts " + (d / "prompts.json").string() + " --steps 2 --out " + (d / "ev").string());
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("overall") && Catch::Contains("strict"));
+  const auto ev = nlohmann::json::parse(test::read_text(d / "ev" / "eval.json"));
+  CHECK(ev["categories"]["single_object"]["total"] == 1);
+  CHECK(ev["categories"]["counting"]["total"] == 1);
+  CHECK(test::run_cli("sample --checkpoint " + (d / "none").string() + " --prompt x --out " + png).exit_code == 2);
+  CHECK(test::run_cli("sample --checkpoint " + out + " --prompt x --steps 0 --out " + png).exit_code == 2);
+  CHECK(test::run_cli("train --out " + (d / "bad").string() + " --recipe nope --steps 1").exit_code == 2);
+}
+
+}  // namespace t_pipeline

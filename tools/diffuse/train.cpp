@@ -1,0 +1,204 @@
+// `diffuse train | sample | eval`: the main job. Train a text-to-image model on the shapes world
+// from a pipeline typedef, sample it to PNG with the generation parameters in a text chunk, and
+// score it with the GenEval-style evaluator. The recipe is chosen by name among the library's
+// typedefs (pipeline/pipeline.hpp); each is compiled in, none is dispatched inside the library.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "command.hpp"
+#include "diffuse/core/torch_compat.hpp"
+#include "diffuse/eval/shapes_eval.hpp"
+#include "diffuse/io/png.hpp"
+#include "diffuse/pipeline/trained_model.hpp"
+#include "diffuse/training/trainer.hpp"
+#include "progress.hpp"
+
+namespace diffuse::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Runs f.template operator()<Recipe>() for the recipe named `name`.
+template <class F>
+void with_recipe(const std::string& name, F&& f) {
+  if (name == "sd3-pixels") f.template operator()<pipeline::SD3PixelRecipe>();
+  else if (name == "sd3") f.template operator()<pipeline::SD3Recipe>();
+  else throw InputError("--recipe must be sd3-pixels (SD3's recipe on pixels, the shapes default) or sd3 (with a KL autoencoder)");
+}
+
+std::string recipe_of(const fs::path& dir) {
+  std::ifstream in(dir / "recipe.txt");
+  std::string line;
+  if (!in || !std::getline(in, line)) throw InputError((dir / "recipe.txt").string() + ": missing (is this a `diffuse train --out` folder?)");
+  if (line == pipeline::SD3PixelRecipe::describe()) return "sd3-pixels";
+  if (line == pipeline::SD3Recipe::describe()) return "sd3";
+  throw InputError((dir / "recipe.txt").string() + ": a recipe this program does not include: " + line);
+}
+
+struct TrainOptions {
+  std::string config, out = "out/shapes", recipe = "sd3-pixels", autoencoder;
+  int steps = 0;
+  double minutes = 0;
+  bool resume = false, seed_set = false;
+  std::uint64_t seed = 0;
+};
+
+void run_train(const TrainOptions& o) {
+  configure_threads();
+  auto c = o.config.empty() ? training::TrainConfig::shapes_default()
+                            : load_config<training::TrainConfig>(o.config, training::TrainConfig::shapes_default());
+  if (o.steps > 0) c.steps = o.steps, c.minutes = 0;
+  if (o.minutes > 0) c.minutes = o.minutes;
+  if (o.seed_set) c.seed = o.seed;
+  if (!o.autoencoder.empty()) c.autoencoder_weights = o.autoencoder;
+  const std::string recipe = o.resume ? recipe_of(o.out) : o.recipe;
+  with_recipe(recipe, [&]<class P>() {
+    training::TrainCallbacks cb;
+    cb.log = [](const std::string& s) { std::fprintf(stderr, "%s\n", s.c_str()); };
+    training::Trainer<P> trainer(o.out, c, o.resume, cb);
+    const auto r = trainer.run();
+    std::printf("trained %d steps in %.1f min; last loss %.4f, validation loss %.4f (EMA %.4f) -> %s\n", r.steps, r.seconds / 60,
+                r.final_loss, r.val_loss, r.val_loss_ema, o.out.c_str());
+  });
+}
+
+struct SampleOptions {
+  std::string checkpoint, out = "sample.png", weights, negative;
+  std::vector<std::string> prompts;
+  int steps = 20, columns = 0, scale = 4;
+  double cfg = 4.0, shift = 0;
+  std::uint64_t seed = 0;
+};
+
+void run_sample(const SampleOptions& o) {
+  configure_threads();
+  if (o.prompts.empty()) throw InputError("give at least one --prompt");
+  if (o.steps < 1) throw InputError("--steps must be at least 1");
+  if (o.scale < 1 || o.scale > 32) throw InputError("--scale must be in 1..32");
+  with_recipe(recipe_of(o.checkpoint), [&]<class P>() {
+    pipeline::TrainedModel<P> m(o.checkpoint, o.weights);
+    pipeline::GenerateOptions g;
+    g.steps = o.steps, g.cfg = o.cfg, g.seed = o.seed, g.height = g.width = 0;
+    const auto imgs = m.generate(o.prompts, g, o.shift);
+    const double shift = o.shift > 0 ? o.shift : m.config().sample_shift;
+    const std::map<std::string, std::string> text{{"prompt", o.prompts.size() == 1 ? o.prompts[0] : nlohmann::json(o.prompts).dump()},
+                                                  {"seed", std::to_string(o.seed)},   {"steps", std::to_string(o.steps)},
+                                                  {"cfg", std::to_string(o.cfg)},     {"sampler", typename P::sampler_type{}.name()},
+                                                  {"shift", std::to_string(shift)},   {"model_hash", m.model_hash()},
+                                                  {"Software", "diffuse sample"}};
+    const int cols = o.columns > 0 ? o.columns : static_cast<int>(std::min<std::size_t>(o.prompts.size(), 8));
+    io::write_png(o.out, pipeline::image_grid(imgs, cols, o.scale), text);
+    std::fprintf(stderr, "wrote %s (%zu image%s, model %s, step %d)\n", o.out.c_str(), o.prompts.size(),
+                 o.prompts.size() == 1 ? "" : "s", m.model_hash().c_str(), m.step());
+  });
+}
+
+struct EvalOptions {
+  std::string checkpoint, prompts, out, weights;
+  int steps = 20, batch = 100;
+  double cfg = 4.0, shift = 0;
+  std::uint64_t seed = 0;
+  bool lenient = false;
+};
+
+void run_eval(const EvalOptions& o) {
+  configure_threads();
+  std::vector<data::EvalPrompt> prompts;
+  if (o.prompts.empty()) {
+    prompts = data::make_eval_prompts();
+  } else {
+    std::ifstream in(o.prompts);
+    if (!in) throw InputError(o.prompts + ": cannot open");
+    const auto j = nlohmann::json::parse(in, nullptr, false);
+    if (j.is_discarded()) throw InputError(o.prompts + ": not valid JSON");
+    prompts = data::eval_prompts_from_json(j, o.prompts);
+  }
+  if (o.batch < 1) throw InputError("--batch must be at least 1");
+  with_recipe(recipe_of(o.checkpoint), [&]<class P>() {
+    pipeline::TrainedModel<P> m(o.checkpoint, o.weights);
+    eval::ShapesEvalOptions opt;
+    opt.strict = !o.lenient;
+    eval::ShapesScore score;
+    Progress progress("eval", static_cast<int>(prompts.size()));
+    std::vector<torch::Tensor> sheet;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (std::size_t i = 0; i < prompts.size(); i += static_cast<std::size_t>(o.batch)) {
+      const auto n = std::min(prompts.size() - i, static_cast<std::size_t>(o.batch));
+      std::vector<std::string> texts;
+      for (std::size_t k = 0; k < n; ++k) texts.push_back(prompts[i + k].prompt);
+      pipeline::GenerateOptions g;
+      g.steps = o.steps, g.cfg = o.cfg, g.seed = o.seed + i * 7919, g.height = g.width = 0;
+      const auto imgs = m.generate(texts, g, o.shift);
+      for (std::size_t k = 0; k < n; ++k) {
+        const auto& p = prompts[i + k];
+        score.add(p.category, p.held_out, eval::evaluate_image(pipeline::to_rgb(imgs[static_cast<std::int64_t>(k)]), p, opt));
+      }
+      if (sheet.size() < 48) sheet.push_back(imgs.narrow(0, 0, std::min<std::int64_t>(imgs.size(0), 48 - static_cast<std::int64_t>(sheet.size()))));
+      progress.update(static_cast<int>(i + n));
+    }
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("GenEval-style score of %s (step %d, %s mode, %zu prompts, %d steps, cfg %.1f, %.0f s)\n%s",
+                m.weights().string().c_str(), m.step(), opt.strict ? "strict" : "lenient", prompts.size(), o.steps, o.cfg, secs,
+                score.table().c_str());
+    if (!o.out.empty()) {
+      fs::create_directories(o.out);
+      auto j = score.to_json();
+      j["weights"] = m.weights().string(), j["step"] = m.step(), j["steps"] = o.steps, j["cfg"] = o.cfg, j["seed"] = o.seed;
+      j["strict"] = opt.strict, j["seconds"] = secs;
+      training::trainer_detail::write_text(fs::path(o.out) / "eval.json", j.dump(2) + "\n");
+      io::write_png(fs::path(o.out) / "eval_samples.png", pipeline::image_grid(torch::cat(sheet).narrow(0, 0, std::min<std::int64_t>(48, torch::cat(sheet).size(0))), 8, 3));
+      std::fprintf(stderr, "wrote %s/eval.json and eval_samples.png\n", o.out.c_str());
+    }
+  });
+}
+
+}  // namespace
+
+void add_train(CLI::App& app) {
+  auto t = std::make_shared<TrainOptions>();
+  auto* cmd = app.add_subcommand("train", "Train a text-to-image model on the shapes world (no arguments: the default model)");
+  cmd->add_option("--config", t->config, "TrainConfig JSON; keys it lacks keep the shapes defaults (docs/training.md)");
+  cmd->add_option("--out", t->out, "model folder (checkpoints, metrics.jsonl, loss.png, samples.png)")->capture_default_str();
+  cmd->add_option("--steps", t->steps, "train this many steps (overrides the config)");
+  cmd->add_option("--minutes", t->minutes, "train for this many minutes of wall time (overrides --steps)");
+  cmd->add_flag("--resume", t->resume, "continue the run in --out from its last checkpoint");
+  cmd->add_option("--recipe", t->recipe, "pipeline: sd3-pixels (default) or sd3 (needs --autoencoder)")->capture_default_str();
+  cmd->add_option("--autoencoder", t->autoencoder, "KL autoencoder weights for --recipe sd3 (`diffuse vae train`)");
+  cmd->add_option("--seed", t->seed, "seed (overrides the config)")->each([t](const std::string&) { t->seed_set = true; });
+  cmd->callback([t] { run_train(*t); });
+
+  auto s = std::make_shared<SampleOptions>();
+  auto* sc = app.add_subcommand("sample", "Generate images from a trained model to a PNG (parameters in its text chunks)");
+  sc->add_option("--checkpoint", s->checkpoint, "model folder written by `diffuse train`")->required();
+  sc->add_option("--prompt", s->prompts, "prompt (repeat for a grid)")->required();
+  sc->add_option("--out", s->out, "output PNG")->capture_default_str();
+  sc->add_option("--seed", s->seed, "seed of the initial noise")->capture_default_str();
+  sc->add_option("--steps", s->steps, "sampling steps")->capture_default_str();
+  sc->add_option("--cfg", s->cfg, "classifier-free guidance scale (1: none)")->capture_default_str();
+  sc->add_option("--shift", s->shift, "schedule shift (default: the model's)");
+  sc->add_option("--weights", s->weights, "backbone weights instead of the checkpoint's EMA (e.g. a snapshot)");
+  sc->add_option("--scale", s->scale, "nearest-neighbour upscaling of the PNG")->capture_default_str();
+  sc->add_option("--columns", s->columns, "grid columns (default: up to 8)");
+  sc->callback([s] { run_sample(*s); });
+
+  auto e = std::make_shared<EvalOptions>();
+  auto* ec = app.add_subcommand("eval", "Sample the shapes evaluation prompts and print the GenEval-style table");
+  ec->add_option("--checkpoint", e->checkpoint, "model folder written by `diffuse train`")->required();
+  ec->add_option("--prompts", e->prompts, "prompt set JSON (default: the built-in 300, data/shapes_eval_prompts.json)");
+  ec->add_option("--out", e->out, "folder for eval.json and eval_samples.png");
+  ec->add_option("--seed", e->seed, "seed of the initial noise")->capture_default_str();
+  ec->add_option("--steps", e->steps, "sampling steps")->capture_default_str();
+  ec->add_option("--cfg", e->cfg, "classifier-free guidance scale")->capture_default_str();
+  ec->add_option("--shift", e->shift, "schedule shift (default: the model's)");
+  ec->add_option("--batch", e->batch, "prompts per sampling batch")->capture_default_str();
+  ec->add_option("--weights", e->weights, "backbone weights instead of the checkpoint's EMA (e.g. a snapshot)");
+  ec->add_flag("--lenient", e->lenient, "do not check the colours of objects the prompt names without a colour");
+  ec->callback([e] { run_eval(*e); });
+}
+
+}  // namespace diffuse::cli
