@@ -29,10 +29,10 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <torch/types.h>  // before clip_grad.h, which uses Tensor without including it
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adamw.h>
 #include <torch/serialize.h>
-#include <torch/types.h>
 
 #include "diffuse/core/config.hpp"
 #include "diffuse/core/torch_compat.hpp"
