@@ -1,7 +1,7 @@
 // Benchmark: the shapes model's training step (the main job's inner loop), images/s and achieved
 // FLOP/s (matrix products: 3x the forward's, for forward + backward), next to this machine's GEMM
 // FLOP/s at the step's typical product shape measured in the same run, in f32 and bf16.
-//   ./bench_train_step [--steps 30] [--batch 64] [--config FILE]
+//   ./bench_train_step [--steps 30] [--batch B (default: the config's)] [--config FILE]
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -31,7 +31,7 @@ double gemm_flops(torch::ScalarType dtype, std::int64_t m, std::int64_t k, std::
 
 int main(int argc, char** argv) {
   diffuse::tune_runtime(argv);
-  int steps = 30, batch = 64;
+  int steps = 30, batch = 0;  // 0: the config's batch
   std::string config;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -48,7 +48,8 @@ int main(int argc, char** argv) {
   const auto dir = std::filesystem::temp_directory_path() / ("diffuse-bench-train-" + std::to_string(::getpid()));
   auto base = config.empty() ? training::TrainConfig::shapes_default()
                              : load_config<training::TrainConfig>(config, training::TrainConfig::shapes_default());
-  base.batch = batch;
+  if (batch > 0) base.batch = batch;
+  batch = base.batch;
   std::printf("training step of the shapes model, batch %d, %d threads, %d timed steps after 5 warm-up steps\n", batch, threads, steps);
   std::printf("%-6s %10s %10s %14s %14s %8s\n", "dtype", "step ms", "img/s", "model GFLOP/s", "GEMM GFLOP/s", "ratio");
   for (const char* precision : {"f32", "bf16"}) {

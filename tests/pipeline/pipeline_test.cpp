@@ -176,6 +176,8 @@ TEST_CASE("a resumed run repeats the uninterrupted run's losses exactly", "[pipe
     CHECK_THROWS_WITH(t.run(), "killed");
   }
   CHECK(losses(d / "killed" / "metrics.jsonl").size() == 5);
+  CHECK(std::filesystem::exists(d / "killed" / "samples.png"));  // sheets are written at checkpoints, during training
+  CHECK(std::filesystem::exists(d / "killed" / "loss.png"));
   {
     CHECK_THROWS_WITH(training::Trainer<pipeline::SD3PixelRecipe>(d / "killed", c, false), Catch::Contains("--resume"));
     training::Trainer<pipeline::SD3PixelRecipe> t(d / "killed", c, true);

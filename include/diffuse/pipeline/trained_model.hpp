@@ -36,6 +36,10 @@ class TrainedModel {
       step_ = st.value("step", 0);
     }
     if (!std::filesystem::is_regular_file(w)) throw InputError(w.string() + ": weights file not found");
+    if (!weights.empty()) {  // a snapshot or checkpoint file records the step it was taken at
+      io::SafetensorsFile f(w.string());
+      if (const auto it = f.metadata().find("diffuse.step"); it != f.metadata().end()) step_ = std::stoi(it->second);
+    }
     model_ = backbone::MMDiT(P::backbone_type::configure(config_.model));
     training::trainer_detail::load_into(*model_, w);
     model_->eval();

@@ -354,6 +354,7 @@ class Trainer {
                             (c_.checkpoint_minutes > 0 && elapsed_ - last_ckpt >= c_.checkpoint_minutes * 60);
       if (periodic && !stop && !done()) {
         save_checkpoint();
+        write_plots();  // loss curve and sample sheet during training too
         last_ckpt = elapsed_;
       }
       if (stop) break;
