@@ -151,7 +151,7 @@ void run_eval(const EvalOptions& o) {
       j["weights"] = m.weights().string(), j["step"] = m.step(), j["steps"] = o.steps, j["cfg"] = o.cfg, j["seed"] = o.seed;
       j["strict"] = opt.strict, j["seconds"] = secs;
       training::trainer_detail::write_text(fs::path(o.out) / "eval.json", j.dump(2) + "\n");
-      io::write_png(fs::path(o.out) / "eval_samples.png", pipeline::image_grid(torch::cat(sheet).narrow(0, 0, std::min<std::int64_t>(48, torch::cat(sheet).size(0))), 8, 3));
+      io::write_png(fs::path(o.out) / "eval_samples.png", pipeline::image_grid(torch::cat(sheet), 8, 3));  // <= 48 images
       std::fprintf(stderr, "wrote %s/eval.json and eval_samples.png\n", o.out.c_str());
     }
   });

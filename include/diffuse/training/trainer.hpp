@@ -499,9 +499,10 @@ class Trainer {
     trainer_detail::write_text(dir_ / "metrics.jsonl", text);
     log("resumed at step " + std::to_string(step_) + " from " + ck.string());
   }
-  void metrics_line(const nlohmann::json& j) {
-    std::ofstream m(dir_ / "metrics.jsonl", std::ios::app);
-    m << j.dump() << "\n";
+  void metrics_line(const nlohmann::json& j) {  // one open stream, not an open per step
+    if (!metrics_.is_open()) metrics_.open(dir_ / "metrics.jsonl", std::ios::app);
+    metrics_ << j.dump() << "\n";
+    metrics_.flush();
   }
   void log(const std::string& s) const {
     if (cb_.log) cb_.log(s);
@@ -526,6 +527,7 @@ class Trainer {
   std::unique_ptr<torch::optim::AdamW> opt_;
   int step_ = 0;
   double elapsed_ = 0;
+  std::ofstream metrics_;  // opened after restore() has rewritten the file
 };
 
 }  // namespace diffuse::training
