@@ -66,6 +66,7 @@ class CaptionConditioning {
   }
 
   int width() const { return encoder_->config().width; }
+  int pooled_width() const { return encoder_->config().width; }  // pooled = mean of the context
   int length() const { return encoder_->config().length; }
   const std::string& fingerprint() const { return fingerprint_; }
   const CaptionTokenizer& tokenizer() const { return *tokenizer_; }

@@ -29,12 +29,12 @@ struct CLIPTextConfig {
                            (int, positions),       // position table (77)
                            (int, width),           // hidden size
                            (int, layers),
-                           (int, heads),           // 0: width / 64
+                           (int, heads),           // 0: width / 64 (1 when width is not a multiple of 64)
                            (int, mlp),             // 0: 4 * width
                            (std::string, activation),  // "quick_gelu" (CLIP-L) or "gelu" (bigG)
                            (bool, projection),     // text_projection.weight present
                            (double, eps));         // LayerNorm eps (1e-5)
-  int num_heads() const { return heads > 0 ? heads : width / 64; }
+  int num_heads() const { return heads > 0 ? heads : (width % 64 == 0 ? width / 64 : 1); }
   int mlp_hidden() const { return mlp > 0 ? mlp : 4 * width; }
   void validate() const {
     auto bad = [](const std::string& m) { throw InputError("CLIP text config: " + m); };
@@ -140,7 +140,7 @@ inline CLIPTextConfig detect_clip_config(const io::Header& h, const std::string&
   while (h.find(p + "encoder.layers." + std::to_string(c.layers) + ".mlp.fc1.weight")) ++c.layers;
   c.projection = h.find(prefix + "text_projection.weight") != nullptr;
   c.eps = 1e-5;
-  c.heads = c.width % 64 == 0 ? c.width / 64 : 0;
+  c.heads = 0;  // width / 64
   c.activation = "quick_gelu";
   if (c.width == 1280 && c.layers == 32) c.activation = "gelu";  // OpenCLIP bigG
   return c;

@@ -35,7 +35,8 @@ template <class P, class D, class W, class Tg> struct is_objective<training::Obj
 template <class C>
 concept ConditioningEncoder = requires(const C& c, const std::vector<std::string>& texts) {
   { c.encode(texts) } -> std::same_as<encoders::TextFeatures>;
-  { c.width() } -> std::convertible_to<int>;
+  { c.width() } -> std::convertible_to<int>;         // context width
+  { c.pooled_width() } -> std::convertible_to<int>;  // pooled vector width
   { c.length() } -> std::convertible_to<int>;
   { c.fingerprint() } -> std::convertible_to<std::string>;
   { C::name };
@@ -73,7 +74,7 @@ struct Pipeline {
                 "e.g. Objective<process::RectifiedFlow, timesteps::LogitNormal, weighting::Uniform>");
   static_assert(ConditioningEncoder<ConditioningT>,
                 "Pipeline slot 2 (conditioning): expected a text encoder policy with encode(texts) -> TextFeatures, "
-                "width(), length(), fingerprint() and a name, e.g. encoders::CaptionConditioning");
+                "width(), pooled_width(), length(), fingerprint() and a name, e.g. encoders::CaptionConditioning");
   static_assert(BackbonePolicy<BackboneT>,
                 "Pipeline slot 3 (backbone): expected a backbone policy with module_type, create(config) and "
                 "configure(config), e.g. backbone::MMDiTBackbone<backbone::QKNorm::RMS>");

@@ -203,7 +203,8 @@ class Trainer {
       cond_.emplace(Conditioning::load(dir_));
     }
     c_.model.in_channels = ae_.latent_channels();
-    c_.model.adm_in = c_.model.context_in = cond_->width();
+    c_.model.adm_in = cond_->pooled_width();
+    c_.model.context_in = cond_->width();
     if (!resume) trainer_detail::write_text(dir_ / "config.json", config_to_string(c_) + "\n");
 
     ShapesDataSpec spec{c_.image_size, c_.data_seed, 0, c_.examples};
@@ -256,9 +257,13 @@ class Trainer {
     const auto x0 = cache_.latents.index_select(0, idx);
     auto ctx = cache_.context.index_select(0, idx);
     auto pooled = cache_.pooled.index_select(0, idx);
-    const auto [keep_ctx, keep_pooled] = conditioning_keep_masks(b, c_.drop_rate, gen);
-    ctx = ctx * keep_ctx.view({b, 1, 1});
-    pooled = pooled * keep_pooled.view({b, 1});
+    if constexpr (requires { cond_->apply_dropout(ctx, pooled, c_.drop_rate, gen); }) {
+      cond_->apply_dropout(ctx, pooled, c_.drop_rate, gen);  // the policy knows its encoders' slices
+    } else {
+      const auto [keep_ctx, keep_pooled] = conditioning_keep_masks(b, c_.drop_rate, gen);
+      ctx = ctx * keep_ctx.view({b, 1, 1});
+      pooled = pooled * keep_pooled.view({b, 1});
+    }
     const auto t = objective_.sample_t(b, gen, x0);
     const auto noise = torch::randn(x0.sizes(), gen, torch::TensorOptions().dtype(torch::kFloat32));
     const auto in = objective_.inputs(x0, noise, t);
