@@ -13,5 +13,6 @@ void add_denoise(CLI::App& app);
 void add_shapes(CLI::App& app);
 void add_vae(CLI::App& app);
 void add_train(CLI::App& app);  // train, sample, eval
+void add_text(CLI::App& app);   // tokenize, encode-text
 
 }  // namespace diffuse::cli

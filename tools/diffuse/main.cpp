@@ -15,7 +15,7 @@ int main(int argc, char** argv) {
   // (docs/performance.md); quick ones do not pay a second start.
   if (argc > 1) {
     const std::string cmd = argv[1];
-    if (cmd == "forward" || cmd == "denoise" || cmd == "vae" || cmd == "train" || cmd == "sample" || cmd == "eval" || cmd == "generate")
+    if (cmd == "forward" || cmd == "denoise" || cmd == "vae" || cmd == "train" || cmd == "sample" || cmd == "eval" || cmd == "generate" || cmd == "encode-text")
       diffuse::tune_runtime(argv);
   }
   CLI::App app{"diffuse: Stable Diffusion 3 components in C++ (training, sampling, checkpoints)", "diffuse"};
@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   diffuse::cli::add_shapes(app);
   diffuse::cli::add_vae(app);
   diffuse::cli::add_train(app);
+  diffuse::cli::add_text(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -121,8 +121,8 @@ inline T5Config t5_config_from_json(const nlohmann::json& j, T5Config base) {
 }
 
 // Sizes read from a checkpoint's shapes under `prefix`. CLIP's head count and activation are not
-// in the shapes: CLIP-L (width 768, 12 layers) and bigG (1280, 32) get theirs; other widths get
-// width / 64 heads and quick-GELU unless a config says otherwise.
+// in the shapes: CLIP-L (width 768, 12 layers) and bigG (1280, 32, or under a clip_g / text_encoder_2
+// prefix) get theirs; others get width / 64 heads and quick-GELU unless a config says otherwise.
 inline CLIPTextConfig detect_clip_config(const io::Header& h, const std::string& prefix, const std::string& path) {
   const std::string p = prefix + "text_model.";
   const auto* tok = h.find(p + "embeddings.token_embedding.weight");
@@ -142,7 +142,10 @@ inline CLIPTextConfig detect_clip_config(const io::Header& h, const std::string&
   c.eps = 1e-5;
   c.heads = 0;  // width / 64
   c.activation = "quick_gelu";
-  if (c.width == 1280 && c.layers == 32) c.activation = "gelu";  // OpenCLIP bigG
+  // OpenCLIP bigG uses GELU: by its size, or by where SD3's and diffusers' files keep it.
+  if ((c.width == 1280 && c.layers == 32) || prefix.find("clip_g") != std::string::npos ||
+      prefix.find("text_encoder_2") != std::string::npos)
+    c.activation = "gelu";
   return c;
 }
 
