@@ -117,9 +117,28 @@ TEST_CASE("key lists equal the modules' parameters; presets have the released mo
   CHECK(parameter_count(clip_keys(clip_l_config())) == 123060480 + 768 * 768);
   CHECK(parameter_count(clip_keys(clip_g_config())) == 694659840);
   CHECK(parameter_count(t5_keys(t5_xxl_config())) == 4762310656);
-  const auto keys = t5_keys(t5_xxl_config());
-  CHECK(std::find(keys.begin(), keys.end(),
-                  std::pair<std::string, std::vector<std::int64_t>>{"encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", {32, 64}}) != keys.end());
+  // Names and shapes as SD3_FACTS (c) lists them for the released files.
+  auto has = [](const KeyShapes& keys, const std::string& name, std::vector<std::int64_t> shape) {
+    return std::find(keys.begin(), keys.end(), std::pair<std::string, std::vector<std::int64_t>>{name, shape}) != keys.end();
+  };
+  const auto kl = clip_keys(clip_l_config()), kg = clip_keys(clip_g_config()), kt = t5_keys(t5_xxl_config());
+  CHECK(has(kl, "text_model.embeddings.token_embedding.weight", {49408, 768}));
+  CHECK(has(kl, "text_model.embeddings.position_embedding.weight", {77, 768}));
+  CHECK(has(kl, "text_model.encoder.layers.11.mlp.fc1.weight", {3072, 768}));
+  CHECK(has(kl, "text_projection.weight", {768, 768}));
+  CHECK(!has(kl, "text_model.encoder.layers.12.mlp.fc1.weight", {3072, 768}));
+  CHECK(has(kg, "text_model.encoder.layers.31.self_attn.q_proj.weight", {1280, 1280}));
+  CHECK(has(kg, "text_model.encoder.layers.31.mlp.fc2.weight", {1280, 5120}));
+  CHECK(has(kg, "text_projection.weight", {1280, 1280}));
+  CHECK(has(kt, "encoder.embed_tokens.weight", {32128, 4096}));
+  CHECK(has(kt, "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", {32, 64}));
+  CHECK(!has(kt, "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight", {32, 64}));
+  CHECK(has(kt, "encoder.block.23.layer.0.SelfAttention.q.weight", {4096, 4096}));
+  CHECK(has(kt, "encoder.block.23.layer.1.DenseReluDense.wi_1.weight", {10240, 4096}));
+  CHECK(has(kt, "encoder.block.23.layer.1.DenseReluDense.wo.weight", {4096, 10240}));
+  CHECK(has(kt, "encoder.final_layer_norm.weight", {4096}));
+  CHECK(kl.size() == 2 + 12 * 16 + 2 + 1);
+  CHECK(kt.size() == 1 + 24 * 9 + 1 + 1);
 }
 
 TEST_CASE("text encoder loading: prefixes, detection, tied embeddings, and every problem named", "[encoders][load]") {

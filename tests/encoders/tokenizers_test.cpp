@@ -200,6 +200,16 @@ TEST_CASE("parity: CLIP ids, BPE strings, SD3 chunks and weights equal the refer
       for (std::size_t k = 0; k < w.size(); ++k) CHECK(l[i].weights[k] == Approx(w[k]).epsilon(1e-12));
     }
   }
+  // The diffusers file form (vocab.json + merges.txt) of the same vocabulary gives the same ids.
+  test::TempDir hf;
+  std::ofstream(hf / "vocab.json") << nlohmann::json(tok.vocabulary()).dump();
+  {
+    std::ofstream m(hf / "merges.txt");
+    m << "#version: 0.2\n";
+    for (const auto& line : tok.merges()) m << line << "\n";
+  }
+  const ClipTokenizer hf_tok(hf.path());
+  for (const auto& c : cases) CHECK(hf_tok.encode(c["prompt"].get<std::string>()) == c["ids"].get<std::vector<std::int64_t>>());
 }
 
 // Reads ../shared/testdata/tokenizers/t5_spm_cases.json and spiece.model.

@@ -74,6 +74,13 @@ class ClipTokenizer {
   std::int64_t bos_id() const { return bos_; }
   std::int64_t eos_id() const { return eos_; }
   std::size_t vocab_size() const { return encoder_.size(); }
+  // token -> id, and the merges in rank order ("a b"): what a vocab.json + merges.txt pair holds.
+  const std::unordered_map<std::string, std::int64_t>& vocabulary() const { return encoder_; }
+  std::vector<std::string> merges() const {
+    std::vector<std::string> out(ranks_.size());
+    for (const auto& [m, r] : ranks_) out[static_cast<std::size_t>(r)] = m;
+    return out;
+  }
 
   // Token ids of `text` without start and end tokens (OpenAI's SimpleTokenizer.encode).
   std::vector<std::int64_t> encode(std::string_view text, bool unescape_html = true) const {
