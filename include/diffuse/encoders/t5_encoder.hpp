@@ -66,7 +66,7 @@ class T5AttentionImpl : public torch::nn::Module {
   }
   // The additive bias (1, heads, L, L) for a sequence of L tokens.
   torch::Tensor position_bias(std::int64_t l) {
-    const auto opts = torch::TensorOptions().dtype(torch::kLong);
+    const auto opts = torch::TensorOptions().dtype(torch::kLong).device(relative_attention_bias->weight.device());
     const auto pos = torch::arange(l, opts);
     const auto relative = pos.unsqueeze(0) - pos.unsqueeze(1);  // [query, key] = key - query
     const auto values = relative_attention_bias(t5_relative_buckets(relative, buckets_, max_distance_));  // (L, L, heads)

@@ -5,10 +5,11 @@
 
 namespace diffuse::nn {
 
-// In bf16/f16 the statistics are computed in float32: more accurate, and LibTorch 1.13's reduced-
-// precision LayerNorm is 7x slower than converting (4.2 vs 0.6 ms at 410 x 1536, docs/performance.md).
+// On the CPU, bf16/f16 statistics are computed through float32: LibTorch 1.13's reduced-precision
+// LayerNorm is 7x slower than converting (4.2 vs 0.6 ms at 410 x 1536, docs/performance.md). CUDA's
+// kernel accumulates in float32 itself, and the round trip would only add memory traffic.
 inline torch::Tensor layer_norm_no_affine(const torch::Tensor& x, double eps = 1e-6) {
-  if (x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kFloat64)
+  if (x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kFloat64 || !x.is_cpu())
     return at::layer_norm(x, {x.size(-1)}, {}, {}, eps);
   return at::layer_norm(x.to(torch::kFloat32), {x.size(-1)}, {}, {}, eps).to(x.scalar_type());
 }

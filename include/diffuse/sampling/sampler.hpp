@@ -52,7 +52,7 @@ class Run {
   Run(const torch::Tensor& x0, const std::vector<double>& sigmas, StepCallback cb)
       : first_(x0), sigmas_(sigmas), cb_(std::move(cb)) {
     if (sigmas.size() < 2) throw InputError("sampling: need at least two sigmas (one step)");
-    result_.path_length = torch::zeros({x0.size(0)}, torch::kFloat64);
+    result_.path_length = torch::zeros({x0.size(0)}, torch::TensorOptions().dtype(torch::kFloat64).device(x0.device()));
   }
   int steps() const { return static_cast<int>(sigmas_.size()) - 1; }
   double sigma(int i) const { return sigmas_[static_cast<std::size_t>(i)]; }
