@@ -76,6 +76,37 @@ TEST_CASE("autoencoder weights load with or without the first_stage_model. prefi
                     Contains("missing decoder.conv_out.bias") && Contains("unexpected decoder.extra.weight"));
 }
 
+TEST_CASE("the diffusers VAE layout: renamed levels, reversed decoder, Linear attention; round trip", "[autoencoder]") {
+  CHECK(diffusers_vae_key("decoder.up.3.block.0.nin_shortcut.weight", 4) == "decoder.up_blocks.0.resnets.0.conv_shortcut.weight");
+  CHECK(diffusers_vae_key("decoder.up.1.upsample.conv.bias", 4) == "decoder.up_blocks.2.upsamplers.0.conv.bias");
+  CHECK(diffusers_vae_key("encoder.down.2.downsample.conv.weight", 4) == "encoder.down_blocks.2.downsamplers.0.conv.weight");
+  CHECK(diffusers_vae_key("encoder.down.0.block.1.norm2.weight", 4) == "encoder.down_blocks.0.resnets.1.norm2.weight");
+  CHECK(diffusers_vae_key("encoder.mid.block_2.conv1.weight", 4) == "encoder.mid_block.resnets.1.conv1.weight");
+  CHECK(diffusers_vae_key("decoder.mid.attn_1.proj_out.weight", 4) == "decoder.mid_block.attentions.0.to_out.0.weight");
+  CHECK(diffusers_vae_key("decoder.mid.attn_1.norm.bias", 4) == "decoder.mid_block.attentions.0.group_norm.bias");
+  CHECK(diffusers_vae_key("encoder.mid.attn_1.k.weight", 4) == "encoder.mid_block.attentions.0.to_k.weight");
+  CHECK(diffusers_vae_key("decoder.norm_out.weight", 4) == "decoder.conv_norm_out.weight");
+  CHECK(diffusers_vae_key("decoder.conv_in.weight", 4) == "decoder.conv_in.weight");
+  torch::manual_seed(3);
+  KLAutoencoder vae(KLAutoencoderConfig{32, {1, 2, 2}, 1, 3, 4});
+  test::TempDir dir;
+  io::save_safetensors(dir / "diffusers.safetensors", autoencoder_tensors(vae, true));
+  io::SafetensorsFile f((dir / "diffusers.safetensors").string());
+  CHECK(f.info("decoder.mid_block.attentions.0.to_q.weight").shape == std::vector<std::int64_t>{64, 64});
+  CHECK(f.info("decoder.up_blocks.0.resnets.0.conv1.weight").shape == std::vector<std::int64_t>{64, 64, 3, 3});
+  auto loaded = load_autoencoder((dir / "diffusers.safetensors").string());
+  CHECK(loaded->config().ch_mult == std::vector<int>{1, 2, 2});
+  CHECK(loaded->config().num_res_blocks == 1);
+  torch::NoGradGuard g;
+  const auto z = torch::randn({1, 4, 4, 4});
+  CHECK(torch::equal(loaded->decode(z), vae->decode(z)));
+  // A missing tensor is named by its diffusers key.
+  auto t = autoencoder_tensors(vae, true);
+  t.erase(std::remove_if(t.begin(), t.end(), [](const auto& kv) { return kv.first == "decoder.up_blocks.2.resnets.1.conv2.bias"; }), t.end());
+  io::save_safetensors(dir / "broken.safetensors", t);
+  CHECK_THROWS_WITH(load_autoencoder((dir / "broken.safetensors").string()), Contains("missing decoder.up_blocks.2.resnets.1.conv2.bias"));
+}
+
 #ifdef DIFFUSE_TESTDATA_DIR
 double rel(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>() / std::max(1.0, b.abs().max().item<double>());
@@ -119,6 +150,18 @@ TEST_CASE("the autoencoder matches the SD3.5 reference vae_a case", "[autoencode
   check("inter.enc.mid.block_2", enc.mid_out.narrow(0, 0, 1));
   for (int i = 1; i <= 3; ++i) check("inter.enc.down" + std::to_string(i) + ".block_out", enc.level_out[i].narrow(0, 0, 1));
   std::cout << "parity vae_a: worst max|ours - ref| / max(1, max|ref|) = " << worst << "\n";
+}
+
+// Reads ../shared/testdata/sd3ref/vae_a.*: the same weights renamed to the diffusers layout decode alike.
+TEST_CASE("the reference vae_a weights in the diffusers layout decode as the reference", "[autoencoder][parity]") {
+  const std::string d = std::string(DIFFUSE_TESTDATA_DIR) + "/sd3ref/";
+  auto vae = load_autoencoder(d + "vae_a.weights.safetensors");
+  test::TempDir dir;
+  io::save_safetensors(dir / "vae.safetensors", autoencoder_tensors(vae, true));
+  auto diffusers = load_autoencoder((dir / "vae.safetensors").string());
+  const auto io = io::load_safetensors(d + "vae_a.io.safetensors");
+  torch::NoGradGuard g;
+  CHECK(rel(diffusers->decode(io["latent_scaled"]), io["image"]) <= 2e-5);
 }
 #endif
 

@@ -14,5 +14,6 @@ void add_shapes(CLI::App& app);
 void add_vae(CLI::App& app);
 void add_train(CLI::App& app);  // train, sample, eval
 void add_text(CLI::App& app);   // tokenize, encode-text
+void add_generate(CLI::App& app);
 
 }  // namespace diffuse::cli

@@ -10,7 +10,9 @@
 #include "command.hpp"
 #include "diffuse/core/format.hpp"
 #include "diffuse/io/model_family.hpp"
+#include "diffuse/io/png.hpp"
 #include "diffuse/io/safetensors_file.hpp"
+#include "diffuse/pipeline/generation_parameters.hpp"
 
 namespace diffuse::cli {
 namespace {
@@ -37,7 +39,34 @@ nlohmann::ordered_json component_json(const io::Component& c) {
   return j;
 }
 
+// A PNG: its text chunks; the "parameters" chunk (A1111 / stable-diffusion.cpp form) parsed.
+void inspect_png(const std::string& path, bool as_json) {
+  const auto chunks = io::read_png_text(path);
+  const auto img = io::read_png(path);
+  nlohmann::ordered_json j;
+  j["file"] = path;
+  j["width"] = img.shape(1);
+  j["height"] = img.shape(0);
+  j["text"] = nlohmann::ordered_json::object();
+  for (const auto& [k, v] : chunks) j["text"][k] = v;
+  for (const auto& [k, v] : chunks)
+    if (k == "parameters") j["parameters"] = pipeline::parse_parameters_text(v);
+  if (as_json) {
+    std::cout << j.dump(2) << "\n";
+    return;
+  }
+  std::cout << "file:        " << path << "\nimage:       " << img.shape(1) << "x" << img.shape(0) << "\n";
+  if (j.contains("parameters")) {
+    std::cout << "parameters:\n";
+    for (const auto& [k, v] : j["parameters"].items()) std::cout << "  " << k << ": " << v.get<std::string>() << "\n";
+  }
+  for (const auto& [k, v] : chunks)
+    if (k != "parameters") std::cout << "text " << k << ": " << v << "\n";
+  if (chunks.empty()) std::cout << "(no text chunks)\n";
+}
+
 void run_inspect(const std::string& path, bool as_json, bool summary) {
+  if (path.size() > 4 && path.substr(path.size() - 4) == ".png") return inspect_png(path, as_json);
   io::SafetensorsFile file(path);
   const auto& tensors = file.tensors();
   std::uint64_t params = 0, bytes = 0;
@@ -100,11 +129,11 @@ void run_inspect(const std::string& path, bool as_json, bool summary) {
 }  // namespace
 
 void add_inspect(CLI::App& app) {
-  auto* cmd = app.add_subcommand("inspect", "List a safetensors checkpoint's tensors, size, metadata and model family");
+  auto* cmd = app.add_subcommand("inspect", "List a safetensors checkpoint's tensors, size, metadata and model family, or a PNG's generation parameters");
   auto path = std::make_shared<std::string>();
   auto as_json = std::make_shared<bool>(false);
   auto summary = std::make_shared<bool>(false);
-  cmd->add_option("file", *path, "a .safetensors file")->required();
+  cmd->add_option("file", *path, "a .safetensors file, or a .png written by diffuse generate / sample")->required();
   cmd->add_flag("--json", *as_json, "print JSON instead of text");
   cmd->add_flag("--summary", *summary, "omit the per-tensor listing");
   cmd->callback([=] { run_inspect(*path, *as_json, *summary); });

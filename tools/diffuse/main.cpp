@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   diffuse::cli::add_vae(app);
   diffuse::cli::add_train(app);
   diffuse::cli::add_text(app);
+  diffuse::cli::add_generate(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -273,8 +273,86 @@ class KLAutoencoderImpl : public torch::nn::Module {
 };
 TORCH_MODULE(KLAutoencoder);
 
-// Reads the config from an original-layout checkpoint's shapes (prefix e.g. "first_stage_model.").
-inline KLAutoencoderConfig detect_autoencoder_config(const io::SafetensorsFile& f, const std::string& p) {
+// The diffusers name of an original-layout autoencoder key (SD3_FACTS (c)): down.i.block.j ->
+// down_blocks.i.resnets.j, nin_shortcut -> conv_shortcut, mid.block_1/2 -> mid_block.resnets.0/1,
+// mid.attn_1.{norm,q,k,v,proj_out} -> mid_block.attentions.0.{group_norm,to_q,to_k,to_v,to_out.0},
+// norm_out -> conv_norm_out, and the decoder's up.i -> up_blocks.(levels - 1 - i) (diffusers lists
+// the decoder levels in the order they run).
+inline std::string diffusers_vae_key(const std::string& k, int levels) {
+  auto split = [](const std::string& s) {
+    std::vector<std::string> parts;
+    std::size_t a = 0;
+    for (std::size_t b; (b = s.find('.', a)) != std::string::npos; a = b + 1) parts.push_back(s.substr(a, b - a));
+    parts.push_back(s.substr(a));
+    return parts;
+  };
+  auto p = split(k);
+  std::vector<std::string> out{p[0]};  // encoder / decoder
+  std::size_t i = 1;
+  auto resnet_part = [&](std::size_t from) {
+    for (std::size_t j = from; j < p.size(); ++j) out.push_back(p[j] == "nin_shortcut" ? "conv_shortcut" : p[j]);
+  };
+  if (p.size() > 3 && (p[1] == "down" || p[1] == "up")) {
+    const bool up = p[1] == "up";
+    const int level = std::stoi(p[2]);
+    out.push_back(up ? "up_blocks" : "down_blocks");
+    out.push_back(std::to_string(up ? levels - 1 - level : level));
+    if (p[3] == "block") {
+      out.push_back("resnets");
+      resnet_part(4);
+    } else {  // downsample / upsample
+      out.push_back(up ? "upsamplers" : "downsamplers");
+      out.push_back("0");
+      for (std::size_t j = 4; j < p.size(); ++j) out.push_back(p[j]);
+    }
+  } else if (p.size() > 2 && p[1] == "mid") {
+    out.push_back("mid_block");
+    if (p[2] == "block_1" || p[2] == "block_2") {
+      out.push_back("resnets");
+      out.push_back(p[2] == "block_1" ? "0" : "1");
+      resnet_part(3);
+    } else {  // attn_1
+      out.push_back("attentions");
+      out.push_back("0");
+      const std::string& m = p[3];
+      if (m == "norm") out.push_back("group_norm");
+      else if (m == "proj_out") out.insert(out.end(), {"to_out", "0"});
+      else out.push_back("to_" + m);
+      for (std::size_t j = 4; j < p.size(); ++j) out.push_back(p[j]);
+    }
+  } else {
+    for (i = 1; i < p.size(); ++i) out.push_back(p[i] == "norm_out" ? "conv_norm_out" : p[i]);
+  }
+  std::string r;
+  for (std::size_t j = 0; j < out.size(); ++j) r += (j ? "." : "") + out[j];
+  return r;
+}
+
+// The single-head attention's q, k, v, proj_out are 1x1 convolutions in the original layout and
+// Linear layers (2-D weights) in diffusers.
+inline bool vae_attention_matrix(const std::string& original_key) {
+  return original_key.find(".attn_1.") != std::string::npos && original_key.find(".norm.") == std::string::npos &&
+         original_key.ends_with(".weight");
+}
+
+// Where an autoencoder lives in a file: its key prefix and layout.
+struct AutoencoderLocation {
+  std::string prefix;
+  bool diffusers = false;
+};
+
+inline AutoencoderLocation locate_autoencoder(const io::SafetensorsFile& f) {
+  for (const std::string prefix : {"first_stage_model.", "vae.", ""}) {
+    if (f.contains(prefix + "decoder.conv_in.weight") && f.contains(prefix + "decoder.mid.attn_1.q.weight")) return {prefix, false};
+    if (f.contains(prefix + "decoder.conv_in.weight") && f.contains(prefix + "decoder.mid_block.attentions.0.to_q.weight"))
+      return {prefix, true};
+  }
+  throw InputError(f.path() + ": no autoencoder weights found (expected decoder.conv_in.weight with decoder.mid.attn_1 "
+                   "(original layout) or decoder.mid_block.attentions.0 (diffusers layout))");
+}
+
+// Reads the config from a checkpoint's shapes (either layout; prefix e.g. "first_stage_model.").
+inline KLAutoencoderConfig detect_autoencoder_config(const io::SafetensorsFile& f, const std::string& p, bool diffusers = false) {
   auto dim = [&](const std::string& k, std::size_t i) -> int {
     const auto* t = f.header().find(p + k);
     if (!t || t->shape.size() <= i) throw InputError(f.path() + ": autoencoder weights lack " + p + k);
@@ -284,40 +362,47 @@ inline KLAutoencoderConfig detect_autoencoder_config(const io::SafetensorsFile& 
   c.ch = dim("encoder.conv_in.weight", 0);
   c.in_channels = dim("encoder.conv_in.weight", 1);
   c.z_channels = dim("decoder.conv_in.weight", 1);
-  for (int i = 0; f.contains(p + "decoder.up." + std::to_string(i) + ".block.0.conv1.weight"); ++i)
-    c.ch_mult.push_back(dim("decoder.up." + std::to_string(i) + ".block.0.conv2.weight", 0) / c.ch);
+  const std::string level = diffusers ? "encoder.down_blocks." : "encoder.down.";
+  const std::string block = diffusers ? ".resnets." : ".block.";
+  for (int i = 0; f.contains(p + level + std::to_string(i) + block + "0.conv1.weight"); ++i)
+    c.ch_mult.push_back(dim(level + std::to_string(i) + block + "0.conv2.weight", 0) / c.ch);
   c.num_res_blocks = 0;
-  while (f.contains(p + "encoder.down.0.block." + std::to_string(c.num_res_blocks) + ".conv1.weight")) ++c.num_res_blocks;
+  while (f.contains(p + level + "0" + block + std::to_string(c.num_res_blocks) + ".conv1.weight")) ++c.num_res_blocks;
   c.validate();
   return c;
 }
 
-// Loads an original-layout autoencoder (standalone, or under `first_stage_model.` in an all-in-one
-// file). Missing, unexpected and mis-shaped tensors are reported together.
+// Loads an autoencoder in the original layout (standalone, or under `first_stage_model.` in an
+// all-in-one file) or the diffusers layout (vae/diffusion_pytorch_model.safetensors). Missing,
+// unexpected and mis-shaped tensors are reported together, by their names in the file.
 inline KLAutoencoder load_autoencoder(const std::string& path, std::optional<torch::ScalarType> dtype = std::nullopt) {
   io::SafetensorsFile f(path);
-  const std::string prefix = f.contains("first_stage_model.decoder.conv_in.weight") ? "first_stage_model." : "";
-  if (!f.contains(prefix + "decoder.conv_in.weight"))
-    throw InputError(path + ": no autoencoder weights found (expected decoder.conv_in.weight)");
-  KLAutoencoder model(detect_autoencoder_config(f, prefix));
+  const auto loc = locate_autoencoder(f);
+  const auto& prefix = loc.prefix;
+  const auto config = detect_autoencoder_config(f, prefix, loc.diffusers);
+  KLAutoencoder model(config);
   torch::NoGradGuard g;
   std::vector<std::string> problems;
   std::set<std::string> used;
   io::LoadOptions lo;
   lo.dtype = dtype;
   for (auto& p : model->named_parameters(true)) {
-    const auto* info = f.header().find(prefix + p.key());
+    const auto key = prefix + (loc.diffusers ? diffusers_vae_key(p.key(), config.levels()) : p.key());
+    const auto* info = f.header().find(key);
     if (!info) {
-      problems.push_back("missing " + prefix + p.key());
+      problems.push_back("missing " + key);
       continue;
     }
     used.insert(info->name);
-    if (info->shape != p.value().sizes().vec()) {
-      problems.push_back("shape of " + info->name + ": expected " + format_shape(p.value().sizes().vec()) + ", found " +
-                         format_shape(info->shape));
+    auto want = p.value().sizes().vec();
+    const bool matrix = loc.diffusers && vae_attention_matrix(p.key());
+    if (matrix) want.resize(2);  // [C, C, 1, 1] stored as [C, C]
+    if (info->shape != want) {
+      problems.push_back("shape of " + info->name + ": expected " + format_shape(want) + ", found " + format_shape(info->shape));
       continue;
     }
-    p.value().set_data(io::load_tensor(f, *info, lo));
+    auto t = io::load_tensor(f, *info, lo);
+    p.value().set_data(matrix ? t.reshape(p.value().sizes()) : t);
   }
   for (const auto& t : f.tensors())
     if (t.name.starts_with(prefix) && (t.name.starts_with(prefix + "encoder.") || t.name.starts_with(prefix + "decoder.")) &&
@@ -325,6 +410,22 @@ inline KLAutoencoder load_autoencoder(const std::string& path, std::optional<tor
       problems.push_back("unexpected " + t.name);
   throw_if_problems(path, "autoencoder weights do not match", problems);
   return model;
+}
+
+// The model's tensors in the original or diffusers layout (prefix prepended), for save_safetensors.
+inline std::vector<std::pair<std::string, torch::Tensor>> autoencoder_tensors(KLAutoencoder& model, bool diffusers,
+                                                                              const std::string& prefix = "") {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  const int levels = model->config().levels();
+  for (const auto& p : model->named_parameters(true)) {
+    if (!diffusers) {
+      out.emplace_back(prefix + p.key(), p.value());
+      continue;
+    }
+    const auto& v = p.value();
+    out.emplace_back(prefix + diffusers_vae_key(p.key(), levels), vae_attention_matrix(p.key()) ? v.reshape({v.size(0), v.size(1)}) : v);
+  }
+  return out;
 }
 
 }  // namespace diffuse::autoencoder

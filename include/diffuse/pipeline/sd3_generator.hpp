@@ -1,0 +1,339 @@
+#pragma once
+// Text-to-image with the released SD3 / SD3.5 checkpoints: load once, generate many.
+//
+//   auto files = pipeline::find_sd3_model("sd3.5_medium.safetensors", {.clip_l = ..., .tokenizers = ...});
+//   pipeline::SD3Generator gen(files, {.dtype = torch::kBFloat16});
+//   auto images = gen.generate({.prompts = {"a photo of a cat"}, .seed = 42});   // (B, 3, H, W) in [-1, 1]
+//
+// Stages run one after another — text encoders, MM-DiT, VAE — and with `release_stages` a stage's
+// weights are dropped once it is done and read again (memory-mapped, so cheaply) when next needed,
+// so peak memory is near the largest stage rather than the sum. Model files: the all-in-one file
+// (model.diffusion_model.*, first_stage_model.*, text_encoders.*), an MM-DiT file with separate
+// encoder and VAE files (the SD3.5 releases), or a diffusers folder (transformer/, vae/,
+// text_encoder*/, tokenizer*/). Defaults per family follow the reference (sd3_infer.py) where it is
+// unambiguous (docs/generate.md).
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <cstdio>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "diffuse/autoencoder/kl_autoencoder.hpp"
+#include "diffuse/autoencoder/latent_format.hpp"
+#include "diffuse/autoencoder/tiling.hpp"
+#include "diffuse/encoders/sd3_text_conditioning.hpp"
+#include "diffuse/io/mmdit_checkpoint.hpp"
+#include "diffuse/io/model_family.hpp"
+#include "diffuse/pipeline/generation_parameters.hpp"
+#include "diffuse/pipeline/pipeline.hpp"
+#include "diffuse/sampling/guidance.hpp"
+#include "diffuse/sampling/sampler.hpp"
+#include "diffuse/sampling/schedule.hpp"
+
+namespace diffuse::pipeline {
+
+// SD3 inference as one typedef: the SD3 text stack, the MM-DiT, the 16-channel KL autoencoder with
+// SD3's latent format, Euler with shift. (The MM-DiT's QK-norm and MMDiT-X layers are read from
+// the checkpoint; the sampler can be changed per request.)
+using SD3Inference = Pipeline<SD3Objective, encoders::SD3TextConditioning, backbone::MMDiTBackbone<backbone::QKNorm::None>,
+                              autoencoder::FrozenKL<autoencoder::SD3LatentFormat>, EulerWithShift>;
+
+// Where each part of a model is. Any text encoder may be empty (zeros in its place).
+struct SD3ModelFiles {
+  std::string mmdit, vae, clip_l, clip_g, t5, tokenizers;
+  std::string family = "custom";  // SD3-medium, SD3.5-medium, SD3.5-large (from the MM-DiT's shapes)
+};
+
+// Reference defaults per family (sd3_infer.py's CONFIGS; SD3-medium's shift 3 is diffusers', the
+// reference repository's 1.0 being disputed, SD3_FACTS "Open uncertainties").
+struct SD3Defaults {
+  int steps = 28;
+  double cfg = 7.0, shift = 3.0;
+  std::string sampler = "euler";
+  double slg_scale = 0.0;
+  std::vector<int> skip_layers;
+  double slg_start = 0.01, slg_end = 0.2;
+  int width = 1024, height = 1024;
+};
+
+inline SD3Defaults sd3_defaults(const std::string& family) {
+  SD3Defaults d;
+  if (family == "SD3.5-medium") {
+    d.steps = 40;
+    d.cfg = 4.0;
+    d.sampler = "dpmpp_2m";
+    d.slg_scale = 2.5;
+    d.skip_layers = {7, 8, 9};
+  } else if (family == "SD3.5-large") {
+    d.steps = 40;
+    d.cfg = 4.5;
+    d.sampler = "dpmpp_2m";
+  }
+  return d;
+}
+
+namespace generator_detail {
+
+inline std::string only_safetensors(const std::filesystem::path& dir, const std::string& what) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(dir)) return {};
+  std::vector<std::string> found;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().extension() == ".safetensors") found.push_back(e.path().string());
+  if (found.empty()) return {};
+  if (found.size() > 1)
+    throw InputError(dir.string() + ": " + what + " is split over " + std::to_string(found.size()) +
+                     " files; sharded checkpoints are not read yet (merge them into one .safetensors)");
+  return found[0];
+}
+
+// The width of the CLIP model playing `role` (clip_l / clip_g) in `file`, or -1.
+inline std::int64_t clip_width(const std::string& file, const std::string& role) {
+  if (file.empty()) return -1;
+  io::SafetensorsFile f(file);
+  std::int64_t any = -1;
+  int count = 0;
+  for (const auto& c : io::detect_components(f.tensors())) {
+    if (c.kind != io::ComponentKind::CLIPText) continue;
+    ++count;
+    any = c.sizes.at("width");
+    if (c.prefix.find(role) != std::string::npos) return any;
+  }
+  return count == 1 ? any : -1;
+}
+
+}  // namespace generator_detail
+
+// Resolves a model path (file or diffusers folder) and the user's overrides (non-empty fields of
+// `given` replace what was found).
+inline SD3ModelFiles find_sd3_model(const std::string& model, const SD3ModelFiles& given = {}) {
+  namespace fs = std::filesystem;
+  SD3ModelFiles f;
+  if (fs::is_directory(model)) {
+    const fs::path d = model;
+    if (!fs::is_directory(d / "transformer"))
+      throw InputError(model + ": a folder must be a diffusers model (transformer/, vae/, text_encoder*/, tokenizer*/)");
+    f.mmdit = generator_detail::only_safetensors(d / "transformer", "the transformer");
+    f.vae = generator_detail::only_safetensors(d / "vae", "the VAE");
+    f.clip_l = generator_detail::only_safetensors(d / "text_encoder", "CLIP-L");
+    f.clip_g = generator_detail::only_safetensors(d / "text_encoder_2", "CLIP-G");
+    f.t5 = generator_detail::only_safetensors(d / "text_encoder_3", "T5");
+    f.tokenizers = model;
+    if (f.mmdit.empty()) throw InputError(model + "/transformer: no .safetensors file");
+  } else if (fs::is_regular_file(model)) {
+    io::SafetensorsFile file(model);
+    for (const auto& c : io::detect_components(file.tensors())) {
+      using K = io::ComponentKind;
+      if (c.kind == K::MMDiT) f.mmdit = model;
+      if (c.kind == K::Autoencoder) f.vae = model;
+      if (c.kind == K::T5Encoder) f.t5 = model;
+      if (c.kind == K::CLIPText) {
+        if (c.prefix.find("clip_g") != std::string::npos || c.sizes.at("width") == 1280) f.clip_g = model;
+        else f.clip_l = model;
+      }
+    }
+    if (f.mmdit.empty())
+      throw InputError(model + ": holds no MM-DiT (see `diffuse inspect`); is it a text encoder or VAE file? Pass it with "
+                       "--clip-l/--clip-g/--t5/--vae and the MM-DiT with --model");
+  } else {
+    throw InputError(model + ": model file or folder not found");
+  }
+  for (auto [dst, src] : {std::pair{&f.mmdit, &given.mmdit}, {&f.vae, &given.vae}, {&f.clip_l, &given.clip_l},
+                          {&f.clip_g, &given.clip_g}, {&f.t5, &given.t5}, {&f.tokenizers, &given.tokenizers}})
+    if (!src->empty()) *dst = *src;
+  if (f.vae.empty())
+    throw InputError(model + ": no VAE in the model; pass one with --vae (e.g. the SD3 release's vae or the "
+                     "first_stage_model.* tensors of an all-in-one file)");
+  io::SafetensorsFile mm(f.mmdit);
+  for (const auto& c : io::detect_components(mm.tensors()))
+    if (c.kind == io::ComponentKind::MMDiT) f.family = c.family;
+  return f;
+}
+
+struct SD3GeneratorOptions {
+  torch::ScalarType dtype = torch::kBFloat16;      // MM-DiT and VAE compute dtype
+  torch::ScalarType text_dtype = torch::kFloat32;  // text encoders (T5 overflows in float16)
+  torch::Device device = torch::kCPU;
+  bool release_stages = false;  // drop each stage's weights after use (peak memory ~ the largest stage)
+  bool vae_tiling = false;
+  int t5_length = 77;
+  bool no_t5 = false;
+};
+
+struct GenerateRequest {
+  std::vector<std::string> prompts;
+  std::string negative;               // "" is the reference's unconditional prompt
+  int width = 0, height = 0;          // 0: the family default
+  int steps = 0;                      // 0: the family default
+  std::optional<double> cfg, shift;   // empty: the family default
+  std::string sampler;                // euler, heun, dpmpp_2m; empty: the family default
+  std::optional<double> slg_scale;    // skip-layer guidance; empty: the family default
+  std::vector<int> skip_layers;
+  double slg_start = 0.01, slg_end = 0.2;
+  std::uint64_t seed = 0;             // image i uses seed + i (torch.manual_seed semantics, CPU float32 noise)
+  torch::Tensor init_image;           // img2img: (B or 1, 3, H, W) in [-1, 1]
+  double strength = 0.8;
+  sampling::StepCallback on_step;     // preview or stop (return false)
+};
+
+class SD3Generator {
+ public:
+  SD3Generator(SD3ModelFiles files, SD3GeneratorOptions o = {}) : files_(std::move(files)), o_(o) {
+    if (o_.no_t5) files_.t5.clear();
+    defaults_ = sd3_defaults(files_.family);
+    if (!o_.release_stages) {
+      text();
+      mmdit();
+      vae();
+    }
+  }
+  const SD3ModelFiles& files() const { return files_; }
+  const SD3Defaults& defaults() const { return defaults_; }
+
+  GenerateSettings settings(const GenerateRequest& r) const {
+    GenerateSettings s;
+    s.width = r.width > 0 ? r.width : defaults_.width;
+    s.height = r.height > 0 ? r.height : defaults_.height;
+    s.steps = r.steps > 0 ? r.steps : defaults_.steps;
+    s.cfg = r.cfg.value_or(defaults_.cfg);
+    s.shift = r.shift.value_or(defaults_.shift);
+    s.sampler = r.sampler.empty() ? defaults_.sampler : r.sampler;
+    s.slg_scale = r.slg_scale.value_or(defaults_.slg_scale);
+    s.skip_layers = r.skip_layers.empty() ? defaults_.skip_layers : r.skip_layers;
+    return s;
+  }
+
+  // Images (B, 3, H, W) in [-1, 1], float32 on the CPU.
+  torch::Tensor generate(const GenerateRequest& r) {
+    const auto s = settings(r);
+    if (r.prompts.empty()) throw InputError("generate: no prompt");
+    if (s.width % 16 || s.height % 16 || s.width <= 0 || s.height <= 0)
+      throw InputError("generate: width and height must be positive multiples of 16, got " + std::to_string(s.width) + "x" +
+                       std::to_string(s.height));
+    if (s.steps < 1) throw InputError("generate: steps must be at least 1");
+    if (s.sampler != "euler" && s.sampler != "heun" && s.sampler != "dpmpp_2m")
+      throw InputError("generate: sampler must be euler, heun or dpmpp_2m, got '" + s.sampler + "'");
+    torch::NoGradGuard no_grad;
+    const auto n = static_cast<std::int64_t>(r.prompts.size());
+    // 1. Text: prompts and the negative prompt in one batch.
+    std::vector<std::string> texts = r.prompts;
+    texts.push_back(r.negative);
+    auto feats = text().encode(texts);
+    if (o_.release_stages) text_.reset();
+    const auto dev = o_.device;
+    auto ctx = feats.context.to(dev), pooled = feats.pooled.to(dev);
+    const sampling::Conditioning cond{ctx.narrow(0, 0, n), pooled.narrow(0, 0, n)};
+    const sampling::Conditioning uncond{ctx.narrow(0, n, 1).expand({n, -1, -1}), pooled.narrow(0, n, 1).expand({n, -1})};
+    // 2. MM-DiT sampling.
+    auto& model = mmdit();
+    for (int l : s.skip_layers)
+      if (s.slg_scale != 0 && (l < 0 || l >= model->config().depth))
+        throw InputError("generate: skip layer " + std::to_string(l) + " does not exist (depth " + std::to_string(model->config().depth) + ")");
+    const std::int64_t f = 8, h = s.height / f, w = s.width / f;
+    auto noise = torch::empty({n, 16, h, w});
+    for (std::int64_t i = 0; i < n; ++i) {
+      auto gen = at::detail::createCPUGenerator(r.seed + static_cast<std::uint64_t>(i));
+      noise[i].copy_(torch::randn({16, h, w}, gen, torch::TensorOptions().dtype(torch::kFloat32)));
+    }
+    noise = noise.to(dev);
+    auto sigmas = sampling::ReferenceSchedule{s.shift}.sigmas(s.steps);
+    torch::Tensor x = noise;
+    const autoencoder::SD3LatentFormat fmt;
+    if (r.init_image.defined()) {
+      auto img = r.init_image.to(dev, o_.dtype);
+      if (img.size(2) != s.height || img.size(3) != s.width)
+        throw InputError("generate: the init image is " + std::to_string(img.size(3)) + "x" + std::to_string(img.size(2)) +
+                         ", the request " + std::to_string(s.width) + "x" + std::to_string(s.height));
+      auto& ae = vae();
+      auto latent = fmt.process_in((o_.vae_tiling ? autoencoder::encode_tiled(ae, img) : ae->encode(img)).mean.to(torch::kFloat32));
+      if (latent.size(0) == 1 && n > 1) latent = latent.expand({n, -1, -1, -1});
+      const auto start = sampling::img2img_start(sigmas, latent, noise, r.strength);
+      sigmas = start.sigmas;
+      x = start.x;
+    }
+    const auto dtype = o_.dtype;
+    sampling::FlowModel fm = [&](const torch::Tensor& xx, const torch::Tensor& t, const torch::Tensor& y,
+                                 const torch::Tensor& c, const std::set<int>& skip) {
+      return model->forward(xx.to(dtype), t, y.to(dtype), c.to(dtype), skip).to(torch::kFloat32);
+    };
+    sampling::Guidance g;
+    g.cfg_scale = s.cfg;
+    g.slg_scale = s.slg_scale;
+    g.skip_layers = std::set<int>(s.skip_layers.begin(), s.skip_layers.end());
+    g.slg_start = r.slg_start;
+    g.slg_end = r.slg_end;
+    const auto den = sampling::guided_flow_denoiser(fm, cond, uncond, g, s.steps);
+    sampling::SampleResult res;
+    if (s.sampler == "euler") res = sampling::Euler{}.sample(den, x, sigmas, r.on_step);
+    else if (s.sampler == "heun") res = sampling::Heun{}.sample(den, x, sigmas, r.on_step);
+    else res = sampling::DPMPP2M{}.sample(den, x, sigmas, r.on_step);
+    if (o_.release_stages) mmdit_.reset();
+    // 3. Decode.
+    auto& ae = vae();
+    const auto z = fmt.process_out(res.x).to(dtype);
+    auto images = o_.vae_tiling ? autoencoder::decode_tiled(ae, z) : ae->decode(z);
+    if (o_.release_stages) vae_.reset();
+    return images.to(torch::kCPU, torch::kFloat32).clamp(-1, 1);
+  }
+
+ private:
+  encoders::SD3TextConditioning& text() {
+    if (!text_) {
+      encoders::SD3TextSources src{files_.clip_l, files_.clip_g, files_.t5, files_.tokenizers, "", ""};
+      encoders::SD3TextOptions to;
+      to.t5_length = o_.t5_length;
+      to.dtype = o_.text_dtype;
+      // Absent encoders leave zeros of the widths the MM-DiT expects: its context width, and its
+      // pooled width less the CLIP that is present (SD3's 768 + 1280 = 2048 when both are absent).
+      io::SafetensorsFile mm(files_.mmdit);
+      const auto mc = backbone::detect_mmdit_config(mm.tensors(), files_.mmdit);
+      to.shape.t5_width = mc.context_in;
+      const auto wl = generator_detail::clip_width(files_.clip_l, "clip_l"), wg = generator_detail::clip_width(files_.clip_g, "clip_g");
+      if (wl > 0) to.shape.clip_l_width = wl;
+      if (wg > 0) to.shape.clip_g_width = wg;
+      if (wl <= 0 && wg > 0) to.shape.clip_l_width = mc.adm_in - wg;
+      if (wg <= 0 && wl > 0) to.shape.clip_g_width = mc.adm_in - wl;
+      if (wl <= 0 && wg <= 0 && mc.adm_in != 2048) {
+        to.shape.clip_l_width = mc.adm_in * 3 / 8;  // SD3's 768 : 1280 split
+        to.shape.clip_g_width = mc.adm_in - to.shape.clip_l_width;
+      }
+      text_.emplace(encoders::SD3TextConditioning::load(src, to));
+    }
+    return *text_;
+  }
+  backbone::MMDiT& mmdit() {
+    if (!mmdit_) {
+      io::MMDiTLoadOptions lo;
+      lo.dtype = o_.dtype;
+      lo.device = o_.device;
+      mmdit_.emplace(io::load_mmdit(files_.mmdit, lo));
+      (*mmdit_)->to(o_.device);
+      (*mmdit_)->eval();
+    }
+    return *mmdit_;
+  }
+  autoencoder::KLAutoencoder& vae() {
+    if (!vae_) {
+      vae_.emplace(autoencoder::load_autoencoder(files_.vae, o_.dtype));
+      (*vae_)->to(o_.device);
+      (*vae_)->eval();
+    }
+    return *vae_;
+  }
+
+  SD3ModelFiles files_;
+  SD3GeneratorOptions o_;
+  SD3Defaults defaults_;
+  std::optional<encoders::SD3TextConditioning> text_;
+  std::optional<backbone::MMDiT> mmdit_;
+  std::optional<autoencoder::KLAutoencoder> vae_;
+};
+
+}  // namespace diffuse::pipeline

@@ -1,0 +1,196 @@
+// SD3 generation end to end on a tiny checkpoint written by the test in the real key layouts (tiny
+// text stack, MM-DiT and autoencoder): determinism, the all-in-one / split / diffusers forms, missing
+// encoders and tokenizers, the PNG parameters round trip, and bad inputs through `diffuse generate`.
+#include <catch2/catch.hpp>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "diffuse/autoencoder/kl_autoencoder.hpp"
+#include "diffuse/io/mmdit_checkpoint.hpp"
+#include "diffuse/io/png.hpp"
+#include "diffuse/pipeline/sd3_generator.hpp"
+#include "encoders/tiny_text_stack.hpp"
+#include "test_util.hpp"
+
+namespace t_generate {
+
+using namespace diffuse;
+using Catch::Matchers::Contains;
+
+struct TinySD3 {
+  diffuse::test::TinyStack text;
+  backbone::MMDiT mmdit{[] {
+    auto c = backbone::MMDiTConfig::scaling(2);  // hidden 128, 2 heads of 64
+    c.context_in = 160;                          // the tiny T5's width
+    c.adm_in = 128;                              // 64 + 64 pooled
+    c.pos_embed_max_size = 16;
+    return c;
+  }()};
+  autoencoder::KLAutoencoder vae{autoencoder::KLAutoencoderConfig{32, {1, 1, 1, 1}, 1, 3, 16}};
+  std::filesystem::path dir = text.dir.path();
+
+  TinySD3() {
+    torch::manual_seed(11);
+    torch::NoGradGuard g;
+    for (auto& p : mmdit->named_parameters(true))
+      if (p.key().find("adaLN") != std::string::npos || p.key().find("final_layer") != std::string::npos) p.value().normal_(0, 0.02);
+    std::vector<std::pair<std::string, torch::Tensor>> all = io::mmdit_tensors(mmdit, io::KeyLayout::Original, "model.diffusion_model.");
+    for (auto& kv : autoencoder::autoencoder_tensors(vae, false, "first_stage_model.")) all.push_back(kv);
+    io::SafetensorsFile text_all((dir / "all.safetensors").string());
+    for (const auto& t : text_all.tensors()) all.emplace_back(t.name, io::load_tensor(text_all, t).clone());
+    io::save_safetensors(dir / "sd3_all.safetensors", all);
+    io::save_safetensors(dir / "mmdit.safetensors", io::mmdit_tensors(mmdit, io::KeyLayout::Original));
+    io::save_safetensors(dir / "vae.safetensors", autoencoder::autoencoder_tensors(vae, false));
+    // The diffusers folder.
+    const auto d = dir / "diffusers";
+    for (const char* sub : {"transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3", "tokenizer", "tokenizer_3"})
+      std::filesystem::create_directories(d / sub);
+    io::save_safetensors(d / "transformer/diffusion_pytorch_model.safetensors", io::mmdit_tensors(mmdit, io::KeyLayout::Diffusers));
+    io::save_safetensors(d / "vae/diffusion_pytorch_model.safetensors", autoencoder::autoencoder_tensors(vae, true));
+    std::filesystem::copy_file(dir / "clip_l.safetensors", d / "text_encoder/model.safetensors");
+    std::filesystem::copy_file(dir / "clip_g.safetensors", d / "text_encoder_2/model.safetensors");
+    std::filesystem::copy_file(dir / "t5.safetensors", d / "text_encoder_3/model.safetensors");
+    for (const char* f : {"vocab.json", "merges.txt"}) std::filesystem::copy_file(dir / "tok" / f, d / "tokenizer" / f);
+    std::filesystem::copy_file(dir / "tok/spiece.model", d / "tokenizer_3/spiece.model");
+  }
+  std::string all() const { return (dir / "sd3_all.safetensors").string(); }
+  std::string tok() const { return (dir / "tok").string(); }
+};
+
+pipeline::GenerateRequest request(std::vector<std::string> prompts, std::uint64_t seed = 7) {
+  pipeline::GenerateRequest r;
+  r.prompts = std::move(prompts);
+  r.width = r.height = 64;
+  r.steps = 3;
+  r.seed = seed;
+  return r;
+}
+
+pipeline::SD3GeneratorOptions f32() {
+  pipeline::SD3GeneratorOptions o;
+  o.dtype = torch::kFloat32;
+  return o;
+}
+
+TEST_CASE("SD3 generation: deterministic per seed, batch-independent, the same from all three file forms", "[pipeline][generate]") {
+  TinySD3 m;
+  pipeline::SD3ModelFiles tok;
+  tok.tokenizers = m.tok();
+  const auto files = pipeline::find_sd3_model(m.all(), tok);
+  CHECK(files.mmdit == m.all());
+  CHECK(files.vae == m.all());
+  CHECK(files.clip_l == m.all());
+  CHECK(files.t5 == m.all());
+  CHECK(files.family == "custom");
+  pipeline::SD3Generator gen(files, f32());
+  const auto a = gen.generate(request({"a red circle"}));
+  REQUIRE(a.sizes() == torch::IntArrayRef({1, 3, 64, 64}));
+  CHECK(torch::isfinite(a).all().item<bool>());
+  CHECK(torch::equal(a, gen.generate(request({"a red circle"}))));                // load once, generate many
+  CHECK(!torch::allclose(a, gen.generate(request({"a red circle"}, 8))));         // another seed
+  CHECK(!torch::allclose(a, gen.generate(request({"a blue square"}))));           // another prompt
+  const auto two = gen.generate(request({"a blue square", "a red circle"}, 6));   // image i uses seed + i
+  CHECK(torch::allclose(two[1], a[0], 1e-4, 1e-5));
+  // Split files and the diffusers folder hold the same weights: the same image.
+  pipeline::SD3ModelFiles split;
+  split.vae = (m.dir / "vae.safetensors").string();
+  split.clip_l = (m.dir / "clip_l.safetensors").string();
+  split.clip_g = (m.dir / "clip_g.safetensors").string();
+  split.t5 = (m.dir / "t5.safetensors").string();
+  split.tokenizers = m.tok();
+  pipeline::SD3Generator from_split(pipeline::find_sd3_model((m.dir / "mmdit.safetensors").string(), split), f32());
+  CHECK(torch::allclose(from_split.generate(request({"a red circle"})), a, 1e-5, 1e-6));
+  const auto dfiles = pipeline::find_sd3_model((m.dir / "diffusers").string());
+  CHECK(dfiles.clip_g == (m.dir / "diffusers/text_encoder_2/model.safetensors").string());
+  pipeline::SD3Generator from_diffusers(dfiles, f32());
+  CHECK(torch::allclose(from_diffusers.generate(request({"a red circle"})), a, 1e-5, 1e-6));
+  // Stages released after use give the same image.
+  auto low = f32();
+  low.release_stages = true;
+  pipeline::SD3Generator lean(files, low);
+  CHECK(torch::allclose(lean.generate(request({"a red circle"})), a, 1e-5, 1e-6));
+}
+
+TEST_CASE("SD3 generation: missing T5 and missing tokenizers; the step callback can stop", "[pipeline][generate]") {
+  TinySD3 m;
+  pipeline::SD3ModelFiles tok;
+  tok.tokenizers = m.tok();
+  auto o = f32();
+  o.no_t5 = true;
+  pipeline::SD3Generator no_t5(pipeline::find_sd3_model(m.all(), tok), o);
+  CHECK(no_t5.files().t5.empty());
+  const auto img = no_t5.generate(request({"a red circle"}));
+  CHECK(torch::isfinite(img).all().item<bool>());
+  pipeline::SD3Generator full(pipeline::find_sd3_model(m.all(), tok), f32());
+  CHECK(!torch::allclose(img, full.generate(request({"a red circle"}))));
+  CHECK_THROWS_WITH(pipeline::SD3Generator(pipeline::find_sd3_model(m.all()), f32()), Contains("no CLIP tokenizer"));
+  int calls = 0;
+  auto r = request({"a red circle"});
+  r.on_step = [&](const sampling::StepInfo&) { return ++calls < 2; };
+  full.generate(r);
+  CHECK(calls == 2);
+  auto bad = request({"x"});
+  bad.width = 72;
+  CHECK_THROWS_WITH(full.generate(bad), Contains("multiples of 16"));
+  CHECK_THROWS_WITH(pipeline::find_sd3_model((m.dir / "vae.safetensors").string()), Contains("holds no MM-DiT"));
+  CHECK_THROWS_WITH(pipeline::find_sd3_model((m.dir / "mmdit.safetensors").string()), Contains("no VAE"));
+}
+
+TEST_CASE("generation parameters: the A1111 / stable-diffusion.cpp text form round-trips", "[pipeline][generate]") {
+  pipeline::GenerateSettings s{1024, 768, 28, 7.0, 3.0, 2.5, "dpmpp_2m", {7, 8, 9}};
+  const auto t = pipeline::parameters_text("a cat,\nin two lines", "blurry", s, 42, "SD3.5-medium", "diffuse 0.1.0");
+  CHECK(t == "a cat,\nin two lines\nNegative prompt: blurry\nSteps: 28, Sampler: dpmpp_2m, CFG scale: 7, Seed: 42, Size: 1024x768, "
+             "Model: SD3.5-medium, Shift: 3, SLG scale: 2.5, Skip layers: 7 8 9, Version: diffuse 0.1.0");
+  const auto p = pipeline::parse_parameters_text(t);
+  CHECK(p.at("prompt") == "a cat,\nin two lines");
+  CHECK(p.at("negative") == "blurry");
+  CHECK(p.at("Seed") == "42");
+  CHECK(p.at("Size") == "1024x768");
+  CHECK(p.at("Skip layers") == "7 8 9");
+  CHECK_THROWS_AS(pipeline::parse_parameters_text("one line"), InputError);
+}
+
+TEST_CASE("diffuse generate writes a PNG whose parameters diffuse inspect reads back; bad input exits 2", "[pipeline][generate][cli]") {
+  TinySD3 m;
+  const auto out = (m.dir / "img.png").string();
+  const std::string base = "generate --model " + m.all() + " --tokenizers " + m.tok() + " --width 64 --height 64 --steps 2 --dtype f32";
+  auto r = diffuse::test::run_cli(base + " --prompt 'a red circle' --negative 'blurry' --seed 5 --out " + out);
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.err, Contains("generate 2/2") && Contains("ETA") && Contains("peak RSS"));
+  const auto img = io::read_png(out);
+  CHECK(img.shape(0) == 64);
+  r = diffuse::test::run_cli("inspect " + out + " --json");
+  REQUIRE(r.exit_code == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  CHECK(j["parameters"]["prompt"] == "a red circle");
+  CHECK(j["parameters"]["negative"] == "blurry");
+  CHECK(j["parameters"]["Seed"] == "5");
+  CHECK(j["parameters"]["Steps"] == "2");
+  CHECK(j["parameters"]["Size"] == "64x64");
+  // Two prompts x batch 2: four numbered files, seeds 5..8.
+  r = diffuse::test::run_cli(base + " --prompt a --prompt b --batch 2 --seed 5 --out " + (m.dir / "many.png").string());
+  REQUIRE(r.exit_code == 0);
+  CHECK(std::filesystem::exists(m.dir / "many_003.png"));
+  CHECK_THAT(diffuse::test::run_cli("inspect " + (m.dir / "many_003.png").string()).out, Contains("Seed: 8"));
+  // Bad inputs: a width not divisible by 16, a file of the wrong family, a truncated file, no tokenizers.
+  r = diffuse::test::run_cli("generate --model " + m.all() + " --tokenizers " + m.tok() + " --prompt x --width 70 --height 64 --out " + out);
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.err, Contains("multiples of 16"));
+  r = diffuse::test::run_cli("generate --model " + (m.dir / "t5.safetensors").string() + " --prompt x --out " + out);
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.err, Contains("holds no MM-DiT"));
+  {
+    const auto bytes = diffuse::test::read_text(m.all());
+    diffuse::test::write_bytes(m.dir / "cut.safetensors", bytes.substr(0, bytes.size() / 2));
+  }
+  r = diffuse::test::run_cli("generate --model " + (m.dir / "cut.safetensors").string() + " --prompt x --out " + out);
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.err, Contains("cut.safetensors"));
+  r = diffuse::test::run_cli("generate --model " + m.all() + " --prompt x --width 64 --height 64 --out " + out);
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.err, Contains("tokenizer") && Contains("--tokenizers"));
+}
+
+}  // namespace t_generate

@@ -1,0 +1,169 @@
+// `diffuse generate`: prompt to PNG with SD3 / SD3.5 checkpoints (pipeline/sd3_generator.hpp).
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/cuda.h>
+
+#include "command.hpp"
+#include "progress.hpp"
+#include "diffuse/core/torch_compat.hpp"
+#include "diffuse/io/png.hpp"
+#include "diffuse/pipeline/images.hpp"
+#include "diffuse/pipeline/sd3_generator.hpp"
+#include "diffuse/version.hpp"
+
+namespace diffuse::cli {
+namespace {
+
+struct GenerateOptions {
+  std::string model, clip_l, clip_g, t5, vae, tokenizers, negative, sampler, init_img, out = "out.png";
+  std::string dtype = "bf16", device = "cpu";
+  std::vector<std::string> prompts;
+  std::vector<int> skip_layers;
+  int width = 0, height = 0, steps = 0, batch = 1, threads = 0, t5_length = 77;
+  double cfg = -1, shift = -1, slg_scale = -1, strength = 0.8, slg_start = 0.01, slg_end = 0.2;
+  std::uint64_t seed = 42;
+  bool no_t5 = false, vae_tiling = false, low_memory = false;
+};
+
+// Peak resident memory of this process (VmHWM), in bytes; 0 where /proc lacks it.
+std::uint64_t peak_rss() {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  return 0;
+}
+
+std::string numbered(const std::string& out, std::size_t i, std::size_t n) {
+  if (n == 1) return out;
+  const std::filesystem::path p(out);
+  char idx[16];
+  std::snprintf(idx, sizeof idx, "_%03zu", i);
+  return (p.parent_path() / (p.stem().string() + idx + p.extension().string())).string();
+}
+
+void run_generate(const GenerateOptions& o) {
+  configure_threads(o.threads);
+  if (o.batch < 1) throw InputError("--batch must be at least 1");
+  pipeline::SD3GeneratorOptions go;
+  if (o.dtype == "bf16") go.dtype = torch::kBFloat16;
+  else if (o.dtype == "f16") go.dtype = torch::kFloat16;
+  else if (o.dtype == "f32") go.dtype = torch::kFloat32;
+  else throw InputError("--dtype must be bf16, f16 or f32, got '" + o.dtype + "'");
+  if (o.device == "cuda") {
+    if (!torch::cuda::is_available()) throw InputError("--device cuda: this LibTorch has no CUDA device (build against LibTorch 2.x with CUDA)");
+    go.device = torch::Device(torch::kCUDA);
+  } else if (o.device != "cpu") {
+    throw InputError("--device must be cpu or cuda, got '" + o.device + "'");
+  }
+  go.no_t5 = o.no_t5;
+  go.vae_tiling = o.vae_tiling;
+  go.release_stages = o.low_memory;
+  go.t5_length = o.t5_length;
+  pipeline::SD3ModelFiles given;
+  given.clip_l = o.clip_l;
+  given.clip_g = o.clip_g;
+  given.t5 = o.t5;
+  given.vae = o.vae;
+  given.tokenizers = o.tokenizers;
+  const auto files = pipeline::find_sd3_model(o.model, given);
+  std::cerr << "model: " << files.family << " (MM-DiT " << files.mmdit << "; VAE " << files.vae << "; CLIP-L "
+            << (files.clip_l.empty() ? "absent" : files.clip_l) << "; CLIP-G " << (files.clip_g.empty() ? "absent" : files.clip_g)
+            << "; T5 " << (files.t5.empty() || o.no_t5 ? "absent" : files.t5) << ")\n";
+
+  pipeline::GenerateRequest r;
+  for (const auto& p : o.prompts)
+    for (int b = 0; b < o.batch; ++b) r.prompts.push_back(p);
+  r.negative = o.negative;
+  r.width = o.width;
+  r.height = o.height;
+  r.steps = o.steps;
+  if (o.cfg >= 0) r.cfg = o.cfg;
+  if (o.shift >= 0) r.shift = o.shift;
+  if (o.slg_scale >= 0) r.slg_scale = o.slg_scale;
+  r.skip_layers = o.skip_layers;
+  r.slg_start = o.slg_start;
+  r.slg_end = o.slg_end;
+  r.sampler = o.sampler;
+  r.seed = o.seed;
+  r.strength = o.strength;
+  if (!o.init_img.empty()) {
+    const auto img = io::read_png(o.init_img);
+    r.init_image = pipeline::from_rgb(img).unsqueeze(0);
+    if (r.width == 0) r.width = static_cast<int>(img.shape(1));
+    if (r.height == 0) r.height = static_cast<int>(img.shape(0));
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  pipeline::SD3Generator gen(files, go);
+  const auto s = gen.settings(r);
+  if (s.width % 16 || s.height % 16)
+    throw InputError("--width and --height must be multiples of 16, got " + std::to_string(s.width) + "x" + std::to_string(s.height));
+  const auto t1 = std::chrono::steady_clock::now();
+  std::cerr << "loaded in " << std::chrono::duration<double>(t1 - t0).count() << " s; " << r.prompts.size() << " image(s) "
+            << s.width << "x" << s.height << ", " << s.steps << " steps, " << s.sampler << ", CFG " << s.cfg << ", shift "
+            << s.shift << (s.slg_scale != 0 ? ", SLG " + std::to_string(s.slg_scale) : std::string()) << ", " << o.dtype
+            << " on " << o.device << "\n";
+  Progress progress("generate", s.steps);
+  r.on_step = [&](const sampling::StepInfo& info) {
+    progress.update(info.step + 1, "sigma " + std::to_string(info.sigma));
+    return true;
+  };
+  const auto images = gen.generate(r);
+  const auto t2 = std::chrono::steady_clock::now();
+  const std::string model_name = files.family != "custom" ? files.family : std::filesystem::path(files.mmdit).stem().string();
+  for (std::size_t i = 0; i < r.prompts.size(); ++i) {
+    const auto text = pipeline::parameters_text(r.prompts[i], r.negative, s, r.seed + i, model_name,
+                                                std::string("diffuse ") + DIFFUSE_VERSION_STRING);
+    const auto path = numbered(o.out, i, r.prompts.size());
+    io::write_png(path, pipeline::to_rgb(images[static_cast<std::int64_t>(i)]), {{"parameters", text}});
+    std::cerr << "wrote " << path << "\n";
+  }
+  std::cerr << "generated in " << std::chrono::duration<double>(t2 - t1).count() << " s ("
+            << std::chrono::duration<double>(t2 - t1).count() / s.steps << " s/step); peak RSS "
+            << peak_rss() / (1024.0 * 1024 * 1024) << " GiB\n";
+}
+
+}  // namespace
+
+void add_generate(CLI::App& app) {
+  auto* cmd = app.add_subcommand("generate", "Text to image with SD3 / SD3.5 checkpoints (all-in-one file, MM-DiT + separate files, or diffusers folder)");
+  auto o = std::make_shared<GenerateOptions>();
+  cmd->add_option("--model", o->model, "all-in-one .safetensors, an MM-DiT file, or a diffusers model folder")->required();
+  cmd->add_option("--prompt", o->prompts, "prompt (repeat for several)")->required();
+  cmd->add_option("--negative", o->negative, "negative prompt (default: the empty prompt, as the reference)");
+  cmd->add_option("--width", o->width, "image width, a multiple of 16 (default: the family's, 1024)");
+  cmd->add_option("--height", o->height, "image height, a multiple of 16 (default: 1024)");
+  cmd->add_option("--steps", o->steps, "sampling steps (default: the family's: 28 SD3-medium, 40 SD3.5)");
+  cmd->add_option("--cfg", o->cfg, "classifier-free guidance scale (default: 7 SD3-medium, 4 SD3.5-medium, 4.5 SD3.5-large)");
+  cmd->add_option("--sampler", o->sampler, "euler, heun or dpmpp_2m (default: euler SD3-medium, dpmpp_2m SD3.5)");
+  cmd->add_option("--shift", o->shift, "timestep shift (default 3)");
+  cmd->add_option("--seed", o->seed, "seed; image i uses seed + i")->capture_default_str();
+  cmd->add_option("--batch", o->batch, "images per prompt")->capture_default_str();
+  cmd->add_option("--slg-scale", o->slg_scale, "skip-layer guidance scale (default: 2.5 SD3.5-medium, else 0)");
+  cmd->add_option("--skip-layers", o->skip_layers, "blocks skipped for SLG (default 7,8,9)")->delimiter(',');
+  cmd->add_option("--slg-start", o->slg_start, "SLG active from this fraction of the steps")->capture_default_str();
+  cmd->add_option("--slg-end", o->slg_end, "SLG active until this fraction of the steps")->capture_default_str();
+  cmd->add_option("--init-img", o->init_img, "img2img: start from this PNG");
+  cmd->add_option("--strength", o->strength, "img2img: how much to change (0, 1]")->capture_default_str();
+  cmd->add_option("--dtype", o->dtype, "MM-DiT and VAE dtype: bf16, f16 or f32")->capture_default_str();
+  cmd->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
+  cmd->add_flag("--vae-tiling", o->vae_tiling, "decode (and encode) the VAE in overlapping tiles");
+  cmd->add_flag("--low-memory", o->low_memory, "release each stage's weights after use (peak ~ the largest stage)");
+  cmd->add_option("--clip-l", o->clip_l, "CLIP-L weights (when not in the model file)");
+  cmd->add_option("--clip-g", o->clip_g, "CLIP-G weights");
+  cmd->add_option("--t5", o->t5, "T5-XXL weights");
+  cmd->add_option("--vae", o->vae, "VAE weights");
+  cmd->add_option("--tokenizers", o->tokenizers, "folder with bpe_simple_vocab_16e6.txt.gz and spiece.model (or diffusers tokenizer/, tokenizer_3/)");
+  cmd->add_flag("--no-t5", o->no_t5, "skip T5 (zeros in its place)");
+  cmd->add_option("--t5-length", o->t5_length, "T5 tokens: 77, 0 (as the reference) or N")->capture_default_str();
+  cmd->add_option("--out", o->out, "output PNG (several images: _000, _001, ... before the extension)")->capture_default_str();
+  cmd->add_option("--threads", o->threads, "CPU threads (0: all)")->capture_default_str();
+  cmd->callback([o] { run_generate(*o); });
+}
+
+}  // namespace diffuse::cli
