@@ -225,8 +225,7 @@ class SD3Generator {
     // 1. Text: prompts and the negative prompt in one batch.
     std::vector<std::string> texts = r.prompts;
     texts.push_back(r.negative);
-    auto feats = text().encode(texts);
-    if (o_.release_stages) text_.reset();
+    const auto feats = encode_text(texts);
     const auto dev = o_.device;
     auto ctx = feats.context.to(dev), pooled = feats.pooled.to(dev);
     const sampling::Conditioning cond{ctx.narrow(0, 0, n), pooled.narrow(0, 0, n)};
@@ -284,9 +283,38 @@ class SD3Generator {
   }
 
  private:
+  // With release_stages the encoders are loaded one at a time (T5-XXL alone is 19 GB in float32),
+  // each dropped after use; otherwise the whole stack stays loaded.
+  encoders::TextFeatures encode_text(const std::vector<std::string>& texts) {
+    if (!o_.release_stages) return text().encode(texts);
+    const auto to = text_options();
+    sampling::EncoderOutputs parts;
+    for (int role = 0; role < 3; ++role) {
+      encoders::SD3TextSources src;
+      src.tokenizers = files_.tokenizers;
+      (role == 0 ? src.clip_l : role == 1 ? src.clip_g : src.t5) = role == 0 ? files_.clip_l : role == 1 ? files_.clip_g : files_.t5;
+      if ((role == 0 ? src.clip_l : role == 1 ? src.clip_g : src.t5).empty()) continue;
+      const auto p = encoders::SD3TextConditioning::load(src, to).encode_parts(texts);
+      if (role == 0) parts.clip_l_hidden = p.clip_l_hidden, parts.clip_l_pooled = p.clip_l_pooled;
+      if (role == 1) parts.clip_g_hidden = p.clip_g_hidden, parts.clip_g_pooled = p.clip_g_pooled;
+      if (role == 2) parts.t5_hidden = p.t5_hidden;
+    }
+    auto shape = to.shape;
+    if (parts.clip_l_hidden) shape.clip_l_width = parts.clip_l_hidden->size(2);
+    if (parts.clip_g_hidden) shape.clip_g_width = parts.clip_g_hidden->size(2);
+    shape.t5_tokens = parts.t5_hidden ? parts.t5_hidden->size(1) : (o_.t5_length > 0 ? o_.t5_length : 77);
+    const auto c = sampling::assemble_sd3_conditioning(parts, static_cast<std::int64_t>(texts.size()), shape);
+    return {c.context, c.pooled};
+  }
   encoders::SD3TextConditioning& text() {
     if (!text_) {
       encoders::SD3TextSources src{files_.clip_l, files_.clip_g, files_.t5, files_.tokenizers, "", ""};
+      text_.emplace(encoders::SD3TextConditioning::load(src, text_options()));
+    }
+    return *text_;
+  }
+  encoders::SD3TextOptions text_options() const {
+    {
       encoders::SD3TextOptions to;
       to.t5_length = o_.t5_length;
       to.dtype = o_.text_dtype;
@@ -304,9 +332,8 @@ class SD3Generator {
         to.shape.clip_l_width = mc.adm_in * 3 / 8;  // SD3's 768 : 1280 split
         to.shape.clip_g_width = mc.adm_in - to.shape.clip_l_width;
       }
-      text_.emplace(encoders::SD3TextConditioning::load(src, to));
+      return to;
     }
-    return *text_;
   }
   backbone::MMDiT& mmdit() {
     if (!mmdit_) {
