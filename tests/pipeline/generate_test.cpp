@@ -50,7 +50,13 @@ struct TinySD3 {
     io::save_safetensors(d / "vae/diffusion_pytorch_model.safetensors", autoencoder::autoencoder_tensors(vae, true));
     std::filesystem::copy_file(dir / "clip_l.safetensors", d / "text_encoder/model.safetensors");
     std::filesystem::copy_file(dir / "clip_g.safetensors", d / "text_encoder_2/model.safetensors");
-    std::filesystem::copy_file(dir / "t5.safetensors", d / "text_encoder_3/model.safetensors");
+    {  // T5 sharded as diffusers ships it: model-0000N-of-00002.safetensors
+      io::SafetensorsFile t5((dir / "t5.safetensors").string());
+      std::vector<std::pair<std::string, torch::Tensor>> a, b;
+      for (const auto& t : t5.tensors()) (a.size() <= b.size() ? a : b).emplace_back(t.name, io::load_tensor(t5, t).clone());
+      io::save_safetensors(d / "text_encoder_3/model-00001-of-00002.safetensors", a);
+      io::save_safetensors(d / "text_encoder_3/model-00002-of-00002.safetensors", b);
+    }
     for (const char* f : {"vocab.json", "merges.txt"}) std::filesystem::copy_file(dir / "tok" / f, d / "tokenizer" / f);
     std::filesystem::copy_file(dir / "tok/spiece.model", d / "tokenizer_3/spiece.model");
   }
@@ -103,6 +109,7 @@ TEST_CASE("SD3 generation: deterministic per seed, batch-independent, the same f
   CHECK(torch::allclose(from_split.generate(request({"a red circle"})), a, 1e-5, 1e-6));
   const auto dfiles = pipeline::find_sd3_model((m.dir / "diffusers").string());
   CHECK(dfiles.clip_g == (m.dir / "diffusers/text_encoder_2/model.safetensors").string());
+  CHECK(dfiles.t5 == (m.dir / "diffusers/text_encoder_3").string());  // sharded: the folder, all shards read
   pipeline::SD3Generator from_diffusers(dfiles, f32());
   CHECK(torch::allclose(from_diffusers.generate(request({"a red circle"})), a, 1e-5, 1e-6));
   // Stages released after use give the same image.

@@ -85,12 +85,7 @@ void run_denoise(const DenoiseOptions& o) {
     return true;
   };
   torch::NoGradGuard no_grad;
-  sampling::SampleResult r;
-  if (o.sampler == "euler") r = sampling::Euler{}.sample(denoiser, x_init, sigmas, cb);
-  else if (o.sampler == "heun") r = sampling::Heun{}.sample(denoiser, x_init, sigmas, cb);
-  else if (o.sampler == "dpmpp_2m") r = sampling::DPMPP2M{}.sample(denoiser, x_init, sigmas, cb);
-  else if (o.sampler == "euler_stochastic") r = sampling::StochasticRF{o.eta, o.seed}.sample(denoiser, x_init, sigmas, cb);
-  else throw InputError("--sampler must be euler, heun, dpmpp_2m or euler_stochastic, got '" + o.sampler + "'");
+  const auto r = sampling::sample_by_name(o.sampler, denoiser, x_init, sigmas, cb, o.eta, o.seed);
   out.emplace_back("sigmas", torch::tensor(sigmas, torch::kFloat32));
   out.emplace_back("x_init", x_init);
   out.emplace_back("x_final", r.x);

@@ -152,7 +152,7 @@ TORCH_MODULE(CLIPTextModel);
 // Loads a CLIP text model stored under `prefix` ("" for clip_l.safetensors / clip_g.safetensors,
 // "text_encoders.clip_l.transformer." in SD3's all-in-one file). The config is detected from the
 // shapes unless given.
-inline CLIPTextModel load_clip_text_model(const io::SafetensorsFile& f, const std::string& prefix,
+inline CLIPTextModel load_clip_text_model(const io::WeightFiles& f, const std::string& prefix,
                                           std::optional<CLIPTextConfig> config = std::nullopt,
                                           std::optional<torch::ScalarType> dtype = torch::kFloat32) {
   const auto c = config ? *config : detect_clip_config(f.header(), prefix, f.path());

@@ -205,31 +205,8 @@ class ClipTokenizer {
   }
 
  private:
-  // GPT-2's byte -> printable character table: printable Latin-1 bytes map to themselves, the
-  // other 68 to U+0100 onwards, in byte order.
-  static std::vector<std::string> byte_symbols() {
-    std::vector<int> bs;
-    for (int b = '!'; b <= '~'; ++b) bs.push_back(b);
-    for (int b = 0xA1; b <= 0xAC; ++b) bs.push_back(b);
-    for (int b = 0xAE; b <= 0xFF; ++b) bs.push_back(b);
-    std::vector<std::string> sym(256);
-    std::vector<bool> seen(256, false);
-    for (int b : bs) seen[static_cast<std::size_t>(b)] = true;
-    int n = 0;
-    for (int b = 0; b < 256; ++b) {
-      if (seen[static_cast<std::size_t>(b)]) {
-        std::string s;
-        text::append_utf8(s, static_cast<char32_t>(b));
-        sym[static_cast<std::size_t>(b)] = s;
-      } else {
-        std::string s;
-        text::append_utf8(s, static_cast<char32_t>(256 + n++));
-        sym[static_cast<std::size_t>(b)] = s;
-      }
-    }
-    return sym;
-  }
-  // The byte order in which OpenAI's vocabulary lists the single symbols (printable ones first).
+  // The byte order in which OpenAI's vocabulary lists the single symbols: the 188 printable
+  // Latin-1 bytes first, then the other 68 in byte order.
   static std::vector<int> byte_order() {
     std::vector<int> bs;
     for (int b = '!'; b <= '~'; ++b) bs.push_back(b);
@@ -240,6 +217,18 @@ class ClipTokenizer {
     for (int b = 0; b < 256; ++b)
       if (!seen[static_cast<std::size_t>(b)]) bs.push_back(b);
     return bs;
+  }
+  // GPT-2's byte -> printable character table: printable bytes map to themselves, the other 68 to
+  // U+0100 onwards, in byte order.
+  static std::vector<std::string> byte_symbols() {
+    constexpr std::size_t printable = 188;
+    const auto order = byte_order();
+    std::vector<std::string> sym(256);
+    for (std::size_t i = 0; i < order.size(); ++i) {
+      const auto b = static_cast<std::size_t>(order[i]);
+      text::append_utf8(sym[b], static_cast<char32_t>(i < printable ? b : 256 + (i - printable)));
+    }
+    return sym;
   }
 
   void add_merge(const std::string& line, std::size_t lineno, const std::string& file) {

@@ -33,8 +33,9 @@
 
 namespace diffuse::encoders {
 
-// Where the encoders and tokenizers are. Weight files may be separate (clip_l.safetensors, ...)
-// or one file holding several (SD3's all-in-one checkpoint); empty: that encoder is absent.
+// Where the encoders and tokenizers are. Weight files may be separate (clip_l.safetensors, ...),
+// one file holding several (SD3's all-in-one checkpoint), or a folder of shards (diffusers'
+// text_encoder_3/); empty: that encoder is absent.
 struct SD3TextSources {
   std::string clip_l, clip_g, t5;
   // A folder with bpe_simple_vocab_16e6.txt.gz and spiece.model, or with the diffusers tokenizer
@@ -63,7 +64,7 @@ class SD3TextConditioning {
     if (!s.clip_l.empty()) c.clip_l_ = load_clip(s.clip_l, "clip_l", o.clip_l_config, o.dtype);
     if (!s.clip_g.empty()) c.clip_g_ = load_clip(s.clip_g, "clip_g", o.clip_g_config, o.dtype);
     if (!s.t5.empty()) {
-      io::SafetensorsFile f(s.t5);
+      io::WeightFiles f(s.t5);
       c.t5_ = load_t5_encoder(f, find_prefix(f, io::ComponentKind::T5Encoder, "t5"), o.t5_config, o.dtype);
     }
     if (c.clip_l_ || c.clip_g_) c.clip_tok_ = std::make_shared<ClipTokenizer>(clip_tokenizer_path(s));
@@ -175,9 +176,11 @@ class SD3TextConditioning {
     for (const auto& path : files_) {
       f.add(path.empty() ? std::string("absent") : std::string("present"));
       if (path.empty()) continue;
-      io::SafetensorsFile file(path);
-      f.add(std::to_string(std::filesystem::file_size(path)));
-      for (const auto& t : file.tensors()) f.add(t.name).add(format_shape(t.shape)).add(std::to_string(t.begin));
+      io::WeightFiles files(path);
+      for (const auto& file : files.files()) {
+        f.add(std::to_string(std::filesystem::file_size(file.path())));
+        for (const auto& t : file.tensors()) f.add(t.name).add(format_shape(t.shape)).add(std::to_string(t.begin));
+      }
     }
     f.add(std::to_string(options_.t5_length)).add(std::to_string(static_cast<int>(options_.dtype)));
     return f.hex();
@@ -187,7 +190,7 @@ class SD3TextConditioning {
   SD3TextConditioning() = default;
 
   // The key prefix of the component of `kind` in `f`; with several, the one whose prefix names the role.
-  static std::string find_prefix(const io::SafetensorsFile& f, io::ComponentKind kind, const std::string& role) {
+  static std::string find_prefix(const io::WeightFiles& f, io::ComponentKind kind, const std::string& role) {
     std::vector<io::Component> found;
     for (auto& c : io::detect_components(f.tensors()))
       if (c.kind == kind) found.push_back(c);
@@ -206,7 +209,7 @@ class SD3TextConditioning {
 
   static CLIPTextModel load_clip(const std::string& path, const std::string& role, std::optional<CLIPTextConfig> cfg,
                                  torch::ScalarType dtype) {
-    io::SafetensorsFile f(path);
+    io::WeightFiles f(path);
     const auto prefix = find_prefix(f, io::ComponentKind::CLIPText, role);
     if (!cfg) {
       cfg = detect_clip_config(f.header(), prefix, f.path());

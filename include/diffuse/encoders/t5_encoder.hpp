@@ -170,7 +170,7 @@ TORCH_MODULE(T5Encoder);
 // Loads a T5 encoder stored under `prefix` ("" for t5xxl_*.safetensors, "text_encoders.t5xxl.transformer."
 // in SD3's all-in-one file). The embedding may be stored as `shared.weight` (tied) instead of
 // `encoder.embed_tokens.weight`; decoder tensors, if any, are ignored.
-inline T5Encoder load_t5_encoder(const io::SafetensorsFile& f, const std::string& prefix,
+inline T5Encoder load_t5_encoder(const io::WeightFiles& f, const std::string& prefix,
                                  std::optional<T5Config> config = std::nullopt,
                                  std::optional<torch::ScalarType> dtype = torch::kFloat32) {
   const auto c = config ? *config : detect_t5_config(f.header(), prefix, f.path());

@@ -1,8 +1,11 @@
 #pragma once
-// Fills a torch module's parameters from a safetensors file by name, under a key prefix, and
+// Fills a torch module's parameters from a safetensors file (or its shards) by name, under a key prefix, and
 // reports every missing, mis-shaped and unexpected tensor together (nothing is half-loaded
 // silently). Tensors already in the wanted dtype stay memory-mapped (no second copy).
+#include <algorithm>
+#include <filesystem>
 #include <map>
+#include <tuple>
 #include <optional>
 #include <set>
 #include <string>
@@ -16,6 +19,48 @@
 
 namespace diffuse::io {
 
+// One checkpoint that may be split over several files (diffusers' model-00001-of-00002.safetensors
+// shards): a file, or a folder whose .safetensors files are all read. Tensors are looked up by
+// name across the shards; header() lists them all (names, shapes) for detection.
+class WeightFiles {
+ public:
+  explicit WeightFiles(const std::string& path) : path_(path) {
+    namespace fs = std::filesystem;
+    if (fs::is_directory(path)) {
+      std::vector<std::string> names;
+      for (const auto& e : fs::directory_iterator(path))
+        if (e.path().extension() == ".safetensors") names.push_back(e.path().string());
+      std::sort(names.begin(), names.end());
+      if (names.empty()) throw InputError(path + ": no .safetensors files in this folder");
+      for (const auto& n : names) files_.emplace_back(n);
+    } else {
+      files_.emplace_back(path);
+    }
+    index();
+  }
+  WeightFiles(const SafetensorsFile& f) : path_(f.path()), files_{f} { index(); }  // NOLINT: a file is a one-shard checkpoint
+
+  const std::string& path() const { return path_; }
+  const std::vector<SafetensorsFile>& files() const { return files_; }
+  const Header& header() const { return merged_; }
+  const std::vector<TensorInfo>& tensors() const { return merged_.tensors; }
+  // The shard holding `name` and its entry there, or {nullptr, nullptr}.
+  std::pair<const SafetensorsFile*, const TensorInfo*> find(const std::string& name) const {
+    for (const auto& f : files_)
+      if (const auto* t = f.header().find(name)) return {&f, t};
+    return {nullptr, nullptr};
+  }
+
+ private:
+  void index() {
+    for (const auto& f : files_)
+      for (const auto& t : f.tensors()) merged_.tensors.push_back(t);
+  }
+  std::string path_;
+  std::vector<SafetensorsFile> files_;
+  Header merged_;
+};
+
 struct ModuleWeightsOptions {
   std::optional<torch::ScalarType> dtype;              // empty: keep the stored dtype
   std::map<std::string, std::string> aliases;          // parameter name -> other key it may be stored under
@@ -23,7 +68,7 @@ struct ModuleWeightsOptions {
   std::set<std::string> ignored;                       // keys (after the prefix) that may be present unused
 };
 
-inline void load_module_weights(torch::nn::Module& module, const SafetensorsFile& file, const std::string& prefix,
+inline void load_module_weights(torch::nn::Module& module, const WeightFiles& file, const std::string& prefix,
                                 const ModuleWeightsOptions& o, const std::string& what) {
   torch::NoGradGuard no_grad;
   std::vector<std::string> problems;
@@ -31,9 +76,9 @@ inline void load_module_weights(torch::nn::Module& module, const SafetensorsFile
   LoadOptions lo;
   lo.dtype = o.dtype;
   for (auto& p : module.named_parameters(true)) {
-    const TensorInfo* info = file.header().find(prefix + p.key());
+    auto [shard, info] = file.find(prefix + p.key());
     if (!info)
-      if (auto a = o.aliases.find(p.key()); a != o.aliases.end()) info = file.header().find(prefix + a->second);
+      if (auto a = o.aliases.find(p.key()); a != o.aliases.end()) std::tie(shard, info) = file.find(prefix + a->second);
     if (!info) {
       problems.push_back("missing " + prefix + p.key() + " " + format_shape(p.value().sizes().vec()));
       continue;
@@ -44,7 +89,7 @@ inline void load_module_weights(torch::nn::Module& module, const SafetensorsFile
                          format_shape(info->shape));
       continue;
     }
-    p.value().set_data(load_tensor(file, *info, lo));
+    p.value().set_data(load_tensor(*shard, *info, lo));
   }
   for (const auto& t : file.tensors()) {
     if (!t.name.starts_with(prefix) || used.count(t.name)) continue;

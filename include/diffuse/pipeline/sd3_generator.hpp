@@ -31,6 +31,7 @@
 #include "diffuse/encoders/sd3_text_conditioning.hpp"
 #include "diffuse/io/mmdit_checkpoint.hpp"
 #include "diffuse/io/model_family.hpp"
+#include "diffuse/io/module_weights.hpp"
 #include "diffuse/pipeline/generation_parameters.hpp"
 #include "diffuse/pipeline/pipeline.hpp"
 #include "diffuse/sampling/guidance.hpp"
@@ -81,6 +82,18 @@ inline SD3Defaults sd3_defaults(const std::string& family) {
 
 namespace generator_detail {
 
+// A diffusers text-encoder folder: its one .safetensors file, or the folder itself when the
+// encoder is sharded (io::WeightFiles reads all shards); empty when there is none.
+inline std::string encoder_weights(const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(dir)) return {};
+  int n = 0;
+  std::string one;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().extension() == ".safetensors") ++n, one = e.path().string();
+  return n == 0 ? std::string() : n == 1 ? one : dir.string();
+}
+
 inline std::string only_safetensors(const std::filesystem::path& dir, const std::string& what) {
   namespace fs = std::filesystem;
   if (!fs::is_directory(dir)) return {};
@@ -97,7 +110,7 @@ inline std::string only_safetensors(const std::filesystem::path& dir, const std:
 // The width of the CLIP model playing `role` (clip_l / clip_g) in `file`, or -1.
 inline std::int64_t clip_width(const std::string& file, const std::string& role) {
   if (file.empty()) return -1;
-  io::SafetensorsFile f(file);
+  io::WeightFiles f(file);
   std::int64_t any = -1;
   int count = 0;
   for (const auto& c : io::detect_components(f.tensors())) {
@@ -122,9 +135,9 @@ inline SD3ModelFiles find_sd3_model(const std::string& model, const SD3ModelFile
       throw InputError(model + ": a folder must be a diffusers model (transformer/, vae/, text_encoder*/, tokenizer*/)");
     f.mmdit = generator_detail::only_safetensors(d / "transformer", "the transformer");
     f.vae = generator_detail::only_safetensors(d / "vae", "the VAE");
-    f.clip_l = generator_detail::only_safetensors(d / "text_encoder", "CLIP-L");
-    f.clip_g = generator_detail::only_safetensors(d / "text_encoder_2", "CLIP-G");
-    f.t5 = generator_detail::only_safetensors(d / "text_encoder_3", "T5");
+    f.clip_l = generator_detail::encoder_weights(d / "text_encoder");
+    f.clip_g = generator_detail::encoder_weights(d / "text_encoder_2");
+    f.t5 = generator_detail::encoder_weights(d / "text_encoder_3");
     f.tokenizers = model;
     if (f.mmdit.empty()) throw InputError(model + "/transformer: no .safetensors file");
   } else if (fs::is_regular_file(model)) {
@@ -269,10 +282,7 @@ class SD3Generator {
     g.slg_start = r.slg_start;
     g.slg_end = r.slg_end;
     const auto den = sampling::guided_flow_denoiser(fm, cond, uncond, g, s.steps);
-    sampling::SampleResult res;
-    if (s.sampler == "euler") res = sampling::Euler{}.sample(den, x, sigmas, r.on_step);
-    else if (s.sampler == "heun") res = sampling::Heun{}.sample(den, x, sigmas, r.on_step);
-    else res = sampling::DPMPP2M{}.sample(den, x, sigmas, r.on_step);
+    const auto res = sampling::sample_by_name(s.sampler, den, x, sigmas, r.on_step);
     if (o_.release_stages) mmdit_.reset();
     // 3. Decode.
     auto& ae = vae();

@@ -194,4 +194,15 @@ concept Sampler = requires(const S& s, const Denoiser& d, torch::Tensor x, const
   { S::name };
 };
 
+// Runs the sampler named on a command line: euler, heun, dpmpp_2m or euler_stochastic (eta, seed).
+inline SampleResult sample_by_name(const std::string& name, const Denoiser& model, torch::Tensor x,
+                                   const std::vector<double>& sigmas, const StepCallback& on_step = {}, double eta = 1.0,
+                                   std::uint64_t seed = 0) {
+  if (name == Euler::name) return Euler{}.sample(model, std::move(x), sigmas, on_step);
+  if (name == Heun::name) return Heun{}.sample(model, std::move(x), sigmas, on_step);
+  if (name == DPMPP2M::name) return DPMPP2M{}.sample(model, std::move(x), sigmas, on_step);
+  if (name == StochasticRF::name) return StochasticRF{eta, seed}.sample(model, std::move(x), sigmas, on_step);
+  throw InputError("sampler must be euler, heun, dpmpp_2m or euler_stochastic, got '" + name + "'");
+}
+
 }  // namespace diffuse::sampling
