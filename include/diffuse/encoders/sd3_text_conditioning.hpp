@@ -146,15 +146,14 @@ class SD3TextConditioning {
     const auto& s = options_.shape;
     auto keep = [&] { return (torch::rand({b}, gen) >= rate).to(context.scalar_type()); };
     const auto kl = keep(), kg = keep(), kt = keep();
-    auto ctx_mask = torch::ones_like(context);
-    auto pool_mask = torch::ones_like(pooled);
-    ctx_mask.narrow(1, 0, s.clip_tokens).narrow(2, 0, s.clip_l_width).mul_(kl.view({b, 1, 1}));
-    ctx_mask.narrow(1, 0, s.clip_tokens).narrow(2, s.clip_l_width, s.clip_g_width).mul_(kg.view({b, 1, 1}));
-    ctx_mask.narrow(1, s.clip_tokens, context.size(1) - s.clip_tokens).mul_(kt.view({b, 1, 1}));
-    pool_mask.narrow(1, 0, s.clip_l_width).mul_(kl.view({b, 1}));
-    pool_mask.narrow(1, s.clip_l_width, s.clip_g_width).mul_(kg.view({b, 1}));
-    context = context * ctx_mask;
-    pooled = pooled * pool_mask;
+    context = context.clone();
+    pooled = pooled.clone();
+    auto clip = context.narrow(1, 0, s.clip_tokens);
+    clip.narrow(2, 0, s.clip_l_width).mul_(kl.view({b, 1, 1}));
+    clip.narrow(2, s.clip_l_width, s.clip_g_width).mul_(kg.view({b, 1, 1}));
+    context.narrow(1, s.clip_tokens, context.size(1) - s.clip_tokens).mul_(kt.view({b, 1, 1}));
+    pooled.narrow(1, 0, s.clip_l_width).mul_(kl.view({b, 1}));
+    pooled.narrow(1, s.clip_l_width, s.clip_g_width).mul_(kg.view({b, 1}));
   }
   double drop_rate() const { return options_.drop_rate; }
 

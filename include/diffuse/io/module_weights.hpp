@@ -19,18 +19,24 @@
 
 namespace diffuse::io {
 
+// The .safetensors files directly in `dir`, sorted (shards sort in order); empty if it is no folder.
+inline std::vector<std::string> safetensors_in(const std::filesystem::path& dir) {
+  std::vector<std::string> names;
+  if (!std::filesystem::is_directory(dir)) return names;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().extension() == ".safetensors") names.push_back(e.path().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
 // One checkpoint that may be split over several files (diffusers' model-00001-of-00002.safetensors
 // shards): a file, or a folder whose .safetensors files are all read. Tensors are looked up by
 // name across the shards; header() lists them all (names, shapes) for detection.
 class WeightFiles {
  public:
   explicit WeightFiles(const std::string& path) : path_(path) {
-    namespace fs = std::filesystem;
-    if (fs::is_directory(path)) {
-      std::vector<std::string> names;
-      for (const auto& e : fs::directory_iterator(path))
-        if (e.path().extension() == ".safetensors") names.push_back(e.path().string());
-      std::sort(names.begin(), names.end());
+    if (std::filesystem::is_directory(path)) {
+      const auto names = safetensors_in(path);
       if (names.empty()) throw InputError(path + ": no .safetensors files in this folder");
       for (const auto& n : names) files_.emplace_back(n);
     } else {

@@ -85,26 +85,16 @@ namespace generator_detail {
 // A diffusers text-encoder folder: its one .safetensors file, or the folder itself when the
 // encoder is sharded (io::WeightFiles reads all shards); empty when there is none.
 inline std::string encoder_weights(const std::filesystem::path& dir) {
-  namespace fs = std::filesystem;
-  if (!fs::is_directory(dir)) return {};
-  int n = 0;
-  std::string one;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.path().extension() == ".safetensors") ++n, one = e.path().string();
-  return n == 0 ? std::string() : n == 1 ? one : dir.string();
+  const auto found = io::safetensors_in(dir);
+  return found.empty() ? std::string() : found.size() == 1 ? found[0] : dir.string();
 }
 
 inline std::string only_safetensors(const std::filesystem::path& dir, const std::string& what) {
-  namespace fs = std::filesystem;
-  if (!fs::is_directory(dir)) return {};
-  std::vector<std::string> found;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.path().extension() == ".safetensors") found.push_back(e.path().string());
-  if (found.empty()) return {};
+  const auto found = io::safetensors_in(dir);
   if (found.size() > 1)
     throw InputError(dir.string() + ": " + what + " is split over " + std::to_string(found.size()) +
                      " files; sharded checkpoints are not read yet (merge them into one .safetensors)");
-  return found[0];
+  return found.empty() ? std::string() : found[0];
 }
 
 // The width of the CLIP model playing `role` (clip_l / clip_g) in `file`, or -1.
@@ -299,15 +289,20 @@ class SD3Generator {
     if (!o_.release_stages) return text().encode(texts);
     const auto to = text_options();
     sampling::EncoderOutputs parts;
-    for (int role = 0; role < 3; ++role) {
+    // One encoder per pass: only that field of the sources is set.
+    using Source = std::string encoders::SD3TextSources::*;
+    using File = std::string SD3ModelFiles::*;
+    for (const auto& [field, file] : {std::pair<Source, File>{&encoders::SD3TextSources::clip_l, &SD3ModelFiles::clip_l},
+                                      {&encoders::SD3TextSources::clip_g, &SD3ModelFiles::clip_g},
+                                      {&encoders::SD3TextSources::t5, &SD3ModelFiles::t5}}) {
+      if ((files_.*file).empty()) continue;
       encoders::SD3TextSources src;
       src.tokenizers = files_.tokenizers;
-      (role == 0 ? src.clip_l : role == 1 ? src.clip_g : src.t5) = role == 0 ? files_.clip_l : role == 1 ? files_.clip_g : files_.t5;
-      if ((role == 0 ? src.clip_l : role == 1 ? src.clip_g : src.t5).empty()) continue;
+      src.*field = files_.*file;
       const auto p = encoders::SD3TextConditioning::load(src, to).encode_parts(texts);
-      if (role == 0) parts.clip_l_hidden = p.clip_l_hidden, parts.clip_l_pooled = p.clip_l_pooled;
-      if (role == 1) parts.clip_g_hidden = p.clip_g_hidden, parts.clip_g_pooled = p.clip_g_pooled;
-      if (role == 2) parts.t5_hidden = p.t5_hidden;
+      if (p.clip_l_hidden) parts.clip_l_hidden = p.clip_l_hidden, parts.clip_l_pooled = p.clip_l_pooled;
+      if (p.clip_g_hidden) parts.clip_g_hidden = p.clip_g_hidden, parts.clip_g_pooled = p.clip_g_pooled;
+      if (p.t5_hidden) parts.t5_hidden = p.t5_hidden;
     }
     auto shape = to.shape;
     if (parts.clip_l_hidden) shape.clip_l_width = parts.clip_l_hidden->size(2);
