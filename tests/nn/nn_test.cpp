@@ -9,7 +9,9 @@
 
 #include "diffuse/nn/attention.hpp"
 #include "diffuse/nn/embeddings.hpp"
+#include "diffuse/nn/gelu_tanh.hpp"
 #include "diffuse/nn/mlp.hpp"
+#include "diffuse/nn/modulated_layer_norm.hpp"
 #include "diffuse/nn/modulation.hpp"
 #include "diffuse/nn/rms_norm.hpp"
 
@@ -55,6 +57,107 @@ TEST_CASE("the MLP uses the tanh approximation of GELU", "[nn]") {
   const double y = mlp(torch::tensor({x}, torch::kFloat64).reshape({1, 1}).to(torch::kFloat32)).item<float>();
   CHECK(y == Approx(tanh_gelu).epsilon(1e-6));
   CHECK(std::abs(y - exact_gelu) > 1e-4);  // the test can tell the two apart
+}
+
+TEST_CASE("the CPU GELU(tanh) kernel equals the formula in value and gradient, f32 and bf16", "[nn][gelu]") {
+  // float64 reference of the tanh approximation; sizes that leave a tail after the 16-lane loop,
+  // a range past the exp clamp (+-100), and a non-contiguous input
+  auto reference = [](const torch::Tensor& x) { return at::gelu(x.to(torch::kFloat64), "tanh"); };
+  for (const std::int64_t n : {1, 15, 16, 17, 1000, 40000}) {
+    const auto x = torch::randn({n}) * 4;
+    const auto y = nn::gelu_tanh(x);
+    REQUIRE(y.scalar_type() == torch::kFloat32);
+    CHECK((y.to(torch::kFloat64) - reference(x)).abs().max().item<double>() < 1e-6);
+  }
+  const auto wide = torch::linspace(-100, 100, 20001);
+  CHECK((nn::gelu_tanh(wide).to(torch::kFloat64) - reference(wide)).abs().max().item<double>() < 1e-6);
+  CHECK(nn::gelu_tanh(torch::tensor({-1e4f}))[0].item<float>() == Approx(0.0).margin(1e-30));
+  CHECK(nn::gelu_tanh(torch::tensor({1e30f}))[0].item<float>() == Approx(1e30));  // x^3 overflows: still x
+  CHECK(std::isnan(nn::gelu_tanh(torch::tensor({std::numeric_limits<float>::quiet_NaN()}))[0].item<float>()));
+  const auto strided = (torch::randn({37, 20}) * 3).t();  // not contiguous
+  CHECK((nn::gelu_tanh(strided).to(torch::kFloat64) - reference(strided)).abs().max().item<double>() < 1e-6);
+
+  // gradient against autograd through the float64 formula
+  const auto x = torch::randn({3, 333}) * 3, g = torch::randn({3, 333});
+  auto x64 = x.to(torch::kFloat64).requires_grad_(true);
+  at::gelu(x64, "tanh").backward(g.to(torch::kFloat64));
+  auto x32 = x.clone().requires_grad_(true);
+  nn::gelu_tanh(x32).backward(g);
+  CHECK((x32.grad().to(torch::kFloat64) - x64.grad()).abs().max().item<double>() < 2e-5);
+
+  // bf16 in, bf16 out: within one bf16 rounding of the float32 result
+  const auto xb = (torch::randn({4099}) * 3).to(torch::kBFloat16);
+  const auto yb = nn::gelu_tanh(xb);
+  REQUIRE(yb.scalar_type() == torch::kBFloat16);
+  const auto exact = reference(xb);
+  CHECK(((yb.to(torch::kFloat64) - exact).abs() / (exact.abs() + 1e-3)).max().item<double>() < 1.0 / 128);
+  auto xbg = xb.clone().requires_grad_(true);
+  nn::gelu_tanh(xbg).sum().backward();
+  REQUIRE(xbg.grad().scalar_type() == torch::kBFloat16);
+  auto x64b = xb.to(torch::kFloat64).requires_grad_(true);
+  at::gelu(x64b, "tanh").sum().backward();
+  CHECK((xbg.grad().to(torch::kFloat64) - x64b.grad()).abs().max().item<double>() < 1.2 * 2.0 / 128);
+  // float64 goes to at::gelu unchanged
+  const auto d = torch::randn({5}, torch::kFloat64);
+  CHECK(torch::equal(nn::gelu_tanh(d), at::gelu(d, "tanh")));
+}
+
+TEST_CASE("the fused modulated LayerNorm equals modulate(LN(x)) in value and gradients", "[nn][mln]") {
+  torch::manual_seed(11);
+  for (const std::int64_t d : {32, 20}) {  // 20: not a multiple of 16, the composed path
+    const auto x = torch::randn({3, 5, d}) * 2 + 0.5;
+    const auto mods = torch::randn({3, 4 * d}).chunk(4, 1);  // strided (B, D) views, as adaLN gives them
+    const auto& shift = mods[1];
+    const auto& scale = mods[2];
+    auto reference = [&](const torch::Tensor& xx, const torch::Tensor& sh, const torch::Tensor& sc) {
+      return nn::modulate(at::layer_norm(xx, {d}, {}, {}, 1e-6), sh, sc);
+    };
+    // float32 against the float64 composition
+    const auto y = nn::modulated_layer_norm(x, shift, scale);
+    const auto y64 = reference(x.to(torch::kFloat64), shift.to(torch::kFloat64), scale.to(torch::kFloat64));
+    CHECK((y.to(torch::kFloat64) - y64).abs().max().item<double>() < 2e-6);
+    // gradients of x, shift and scale
+    auto x1 = x.clone().requires_grad_(true), s1 = shift.clone().requires_grad_(true), c1 = scale.clone().requires_grad_(true);
+    auto x2 = x.to(torch::kFloat64).requires_grad_(true), s2 = shift.to(torch::kFloat64).requires_grad_(true),
+         c2 = scale.to(torch::kFloat64).requires_grad_(true);
+    const auto g = torch::randn({3, 5, d});
+    nn::modulated_layer_norm(x1, s1, c1).backward(g);
+    reference(x2, s2, c2).backward(g.to(torch::kFloat64));
+    CHECK((x1.grad().to(torch::kFloat64) - x2.grad()).abs().max().item<double>() < 1e-5);
+    CHECK((s1.grad().to(torch::kFloat64) - s2.grad()).abs().max().item<double>() < 1e-5);
+    CHECK((c1.grad().to(torch::kFloat64) - c2.grad()).abs().max().item<double>() < 1e-5);
+    // bf16 activations with bf16 modulation (autocast's dtypes): within bf16 rounding
+    const auto xb = x.to(torch::kBFloat16);
+    const auto yb = nn::modulated_layer_norm(xb, shift.to(torch::kBFloat16), scale.to(torch::kBFloat16));
+    REQUIRE(yb.scalar_type() == torch::kBFloat16);
+    const auto yb64 = reference(xb.to(torch::kFloat64), shift.to(torch::kBFloat16).to(torch::kFloat64),
+                                scale.to(torch::kBFloat16).to(torch::kFloat64));
+    // (the composed path rounds LN(x) and 1 + scale to bf16 before multiplying: a few bf16 steps of the largest value)
+    CHECK((yb.to(torch::kFloat64) - yb64).abs().max().item<double>() < 4.0 / 256 * yb64.abs().max().item<double>());
+    auto x3 = xb.clone().requires_grad_(true), s3 = shift.to(torch::kBFloat16).requires_grad_(true),
+         c3 = scale.to(torch::kBFloat16).requires_grad_(true);
+    nn::modulated_layer_norm(x3, s3, c3).backward(g.to(torch::kBFloat16));
+    REQUIRE(x3.grad().scalar_type() == torch::kBFloat16);
+    REQUIRE(c3.grad().scalar_type() == torch::kBFloat16);
+    const auto gscale = c2.grad();
+    CHECK(((c3.grad().to(torch::kFloat64) - gscale).abs() / (gscale.abs().max() + 1e-3)).max().item<double>() < 0.05);
+  }
+}
+
+TEST_CASE("the patch embedding is the stride-p convolution, forward and backward", "[nn]") {
+  torch::manual_seed(3);
+  nn::PatchEmbed embed(3, 8, 2);
+  const auto x = torch::randn({2, 3, 6, 4}, torch::requires_grad());
+  const auto y = embed(x);  // (2, 3*2, 8)
+  const auto conv = at::conv2d(x, embed->proj->weight, embed->proj->bias, {2, 2}).flatten(2).transpose(1, 2);
+  REQUIRE(y.sizes() == conv.sizes());
+  CHECK(torch::allclose(y, conv, 1e-5, 1e-6));
+  const auto g = torch::randn_like(y);
+  const auto grads = torch::autograd::grad({y}, {x, embed->proj->weight}, {g});
+  const auto grads_conv = torch::autograd::grad({conv}, {x, embed->proj->weight}, {g});
+  CHECK(torch::allclose(grads[0], grads_conv[0], 1e-5, 1e-6));
+  CHECK(torch::allclose(grads[1], grads_conv[1], 1e-5, 1e-6));
+  CHECK_THROWS_AS(embed(torch::randn({1, 3, 5, 4})), InputError);
 }
 
 TEST_CASE("the attention entry point equals softmax(q k^T / sqrt(d)) v", "[nn]") {

