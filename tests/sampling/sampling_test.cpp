@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include <boost/hana/type.hpp>
 #include <torch/torch.h>
 
 #include "diffuse/process/cosine.hpp"

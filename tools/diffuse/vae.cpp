@@ -75,7 +75,7 @@ struct TrainOptions {
 void run_train(const TrainOptions& t) {
   configure_threads();
   auto c = t.config.empty() ? training::AutoencoderTrainConfig::shapes_default()
-                            : load_config<training::AutoencoderTrainConfig>(t.config);
+                            : load_config<training::AutoencoderTrainConfig>(t.config, training::AutoencoderTrainConfig::shapes_default());
   if (t.steps > 0) c.steps = t.steps, c.minutes = 0;
   if (t.minutes > 0) c.minutes = t.minutes;
   if (t.z_channels > 0) c.model.z_channels = t.z_channels;

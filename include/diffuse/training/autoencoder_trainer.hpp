@@ -1,6 +1,7 @@
 #pragma once
 // Training a KL autoencoder on the shapes world: reconstruction loss (L1 or L2) plus a small KL
-// weight (the LDM recipe without the adversarial and perceptual terms), AdamW, seeded; reports
+// weight (the LDM recipe without the adversarial and perceptual terms), AdamW with the rate decayed
+// over the budget (training/lr_schedule.hpp), seeded; reports
 // PSNR and SSIM (eval/metrics.hpp) on a fixed held-out set.
 #include <chrono>
 #include <cmath>
@@ -16,6 +17,7 @@
 #include "diffuse/data/shapes_dataset.hpp"
 #include "diffuse/eval/metrics.hpp"
 #include "diffuse/pipeline/images.hpp"
+#include "diffuse/training/lr_schedule.hpp"
 
 namespace diffuse::training {
 
@@ -24,9 +26,10 @@ struct AutoencoderTrainConfig {
                            (autoencoder::KLAutoencoderConfig, model),
                            (int, image_size), (int, batch), (int, steps), (double, minutes),
                            (double, lr), (double, kl_weight), (std::string, loss),
-                           (int, train_images), (int, eval_images), (std::uint64_t, seed));
+                           (int, train_images), (int, eval_images), (std::uint64_t, seed),
+                           (std::string, lr_decay));  // constant | cosine | linear over the budget
   static AutoencoderTrainConfig shapes_default() {
-    return {{32, {1, 2, 2, 2}, 1, 3, 16}, 32, 32, 3000, 0.0, 1e-3, 1e-6, "l1", 4096, 64, 0};
+    return {{32, {1, 2, 2, 2}, 1, 3, 16}, 32, 32, 3000, 0.0, 1e-3, 1e-6, "l1", 4096, 64, 0, "cosine"};
   }
 };
 
@@ -67,6 +70,7 @@ inline AutoencoderTrainResult train_autoencoder(autoencoder::KLAutoencoder& vae,
                                                 const std::function<void(int, double)>& on_step = {}) {
   if (c.loss != "l1" && c.loss != "l2") throw InputError("autoencoder training: loss must be l1 or l2");
   if (c.batch < 1 || c.train_images < c.batch) throw InputError("autoencoder training: need train_images >= batch >= 1");
+  check_lr_decay(c.lr_decay, "autoencoder training: lr_decay");
   torch::manual_seed(c.seed);
   const auto train = shapes_images(c.train_images, c.image_size, c.seed, data::Split::Train);
   const auto held = shapes_images(c.eval_images, c.image_size, c.seed + 1, data::Split::HeldOut);
@@ -77,6 +81,9 @@ inline AutoencoderTrainResult train_autoencoder(autoencoder::KLAutoencoder& vae,
   for (int step = 0; c.minutes > 0 || step < c.steps; ++step) {
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (c.minutes > 0 && elapsed > c.minutes * 60) break;
+    const double progress = c.minutes > 0 ? elapsed / (c.minutes * 60) : static_cast<double>(step) / c.steps;
+    for (auto& g : opt.param_groups())
+      static_cast<torch::optim::AdamWOptions&>(g.options()).lr(scheduled_lr(c.lr, progress, c.lr_decay));
     const auto idx = torch::randint(c.train_images, {c.batch}, gen, torch::kLong);
     const auto x = train.index_select(0, idx);
     const auto d = vae->encode(x);

@@ -1,6 +1,8 @@
 #pragma once
 // Training a pipeline's model from its precomputed features (training/feature_cache.hpp):
-// AdamW with linear warmup, gradient clipping, EMA weights, per-input conditioning dropout (for
+// AdamW with linear warmup and an optional decay over the budget (training/lr_schedule.hpp), on
+// flat buffers with gradient clipping and EMA weights (training/flat_adamw.hpp), per-input
+// conditioning dropout (for
 // classifier-free guidance), a NaN/inf guard, validation loss on a fixed held-out batch over a
 // fixed t grid (the SD3 paper's model-selection signal, section 5.3.2), atomic resumable
 // checkpoints, metrics as JSON lines, and loss-curve and sample-grid PNGs.
@@ -14,7 +16,8 @@
 //   recipe.txt                   the pipeline type, described
 //   tokenizer.model, text_encoder.safetensors   the conditioning encoder (frozen)
 //   state.json                   step, elapsed time and the current checkpoint folder (written last)
-//   ckpt-NNNNNNN/                model.safetensors, ema.safetensors (MM-DiT key layout), optimizer.pt
+//   ckpt-NNNNNNN/                model.safetensors, ema.safetensors (MM-DiT key layout),
+//                                optimizer.safetensors (AdamW moments and step)
 //   metrics.jsonl, loss.png, samples.png, snapshots/ema-<M>min.safetensors
 //   cache/features-<key>.safetensors
 #include <algorithm>
@@ -24,15 +27,14 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include <ATen/record_function.h>
 #include <nlohmann/json.hpp>
-#include <torch/types.h>  // before clip_grad.h, which uses Tensor without including it
-#include <torch/nn/utils/clip_grad.h>
-#include <torch/optim/adamw.h>
-#include <torch/serialize.h>
+#include <torch/types.h>
 
 #include "diffuse/core/config.hpp"
 #include "diffuse/core/torch_compat.hpp"
@@ -44,6 +46,8 @@
 #include "diffuse/pipeline/generate.hpp"
 #include "diffuse/pipeline/images.hpp"
 #include "diffuse/training/feature_cache.hpp"
+#include "diffuse/training/flat_adamw.hpp"
+#include "diffuse/training/lr_schedule.hpp"
 
 namespace diffuse::training {
 
@@ -53,7 +57,9 @@ struct TrainConfig {
                            (encoders::CaptionEncoderConfig, text),
                            (std::string, autoencoder_weights),  // for a KL autoencoder slot; "" for pixels
                            (int, image_size), (int, examples), (std::uint64_t, data_seed), (int, validation_examples),
-                           (int, batch), (double, lr), (int, warmup_steps), (double, weight_decay), (double, grad_clip),
+                           (int, batch), (double, lr), (int, warmup_steps),
+                           (std::string, lr_decay),  // constant | cosine | linear over the budget, after warmup
+                           (double, weight_decay), (double, grad_clip),
                            (double, ema_decay),
                            (double, drop_rate),  // per conditioning input (context, pooled), independently
                            (std::string, precision),  // "f32" or "bf16" (mixed: bf16 products, f32 weights)
@@ -74,6 +80,7 @@ struct TrainConfig {
     c.batch = 32;  // 0.160 vs 0.133-0.147 at 64 after 5 minutes (docs/training.md)
     c.lr = 1e-3;
     c.warmup_steps = 100;
+    c.lr_decay = "constant";
     c.weight_decay = 0.0;
     c.grad_clip = 1.0;
     c.ema_decay = 0.999;
@@ -104,6 +111,7 @@ struct TrainConfig {
     if (image_size < 16) bad("image_size must be at least 16");
     if (log_every < 1) bad("log_every must be at least 1");
     if (precision != "f32" && precision != "bf16") bad("precision must be f32 or bf16");
+    check_lr_decay(lr_decay, "train config: lr_decay");
   }
 };
 
@@ -230,8 +238,10 @@ class Trainer {
       for (std::size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
     }
     for (auto& p : ema_->parameters()) p.set_requires_grad(false);
-    opt_ = std::make_unique<torch::optim::AdamW>(model_->parameters(),
-                                                 torch::optim::AdamWOptions(c_.lr).weight_decay(c_.weight_decay));
+    AdamWSettings adamw;
+    adamw.weight_decay = c_.weight_decay;
+    opt_ = std::make_unique<FlatAdamW>(model_->parameters(), adamw);  // the model's weights become views of one buffer
+    ema_flat_ = flatten_into_one(ema_->parameters());
     if (resume) restore();
     std::int64_t n = 0;
     for (const auto& p : model_->parameters()) n += p.numel();
@@ -251,6 +261,15 @@ class Trainer {
   StepRecord train_step() {
     const auto t0 = std::chrono::steady_clock::now();
     model_->train();
+    // Named scopes (free unless a profiler runs: benchmarks/train_step.cpp --profile) for the
+    // step's phases.
+    std::optional<at::RecordFunction> phase;
+    auto enter = [&](const char* name) {
+      phase.reset();
+      phase.emplace(at::RecordScope::USER_SCOPE);
+      if (phase->isActive()) phase->before(name);
+    };
+    enter("diffuse::batch");
     auto gen = at::detail::createCPUGenerator(trainer_detail::step_seed(c_.seed, step_));
     const auto b = c_.batch;
     const auto idx = torch::randint(cache_.size(), {b}, gen, torch::kLong);
@@ -268,21 +287,24 @@ class Trainer {
     const auto noise = torch::randn(x0.sizes(), gen, torch::TensorOptions().dtype(torch::kFloat32));
     const auto in = objective_.inputs(x0, noise, t);
     torch::Tensor out;
+    enter("diffuse::forward");
     {
       CpuAutocast amp(c_.precision == "bf16");
       out = model_->forward(in.z, t * 1000.0, pooled, ctx);
     }
     const auto loss = objective_.loss(out.to(torch::kFloat32), x0, noise, t).mean();
     const double lr = lr_at(step_);
-    for (auto& g : opt_->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
     opt_->zero_grad();
+    enter("diffuse::backward");
     loss.backward();
     const double loss_v = loss.template item<double>();
-    const double norm = c_.grad_clip > 0 ? torch::nn::utils::clip_grad_norm_(model_->parameters(), c_.grad_clip)
-                                         : grad_norm();
+    enter("diffuse::clip");
+    const double norm = opt_->clip_grad_norm(c_.grad_clip);
     if (!std::isfinite(loss_v) || !std::isfinite(norm)) non_finite(loss_v, norm);
-    opt_->step();
-    update_ema();
+    enter("diffuse::optimizer");
+    // AdamW and the EMA (decay with the usual short warm-up of the average) on the flat buffers
+    opt_->step(lr, &ema_flat_, std::min(c_.ema_decay, (1.0 + step_) / (10.0 + step_)));
+    phase.reset();
     ++step_;
     StepRecord r{step_, loss_v, norm, lr, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
     return r;
@@ -384,11 +406,7 @@ class Trainer {
     const std::map<std::string, std::string> meta{{"diffuse.recipe", P::describe()}, {"diffuse.step", std::to_string(step_)}};
     io::save_safetensors(dir / "model.safetensors", trainer_detail::named(*model_), meta);
     io::save_safetensors(dir / "ema.safetensors", trainer_detail::named(*ema_), meta);
-    std::ostringstream os;
-    torch::serialize::OutputArchive ar;
-    opt_->save(ar);
-    ar.save_to(os);
-    trainer_detail::write_text(dir / "optimizer.pt", os.str());
+    io::save_safetensors(dir / "optimizer.safetensors", opt_->state(), meta);
     nlohmann::json st{{"step", step_}, {"elapsed_seconds", elapsed_}, {"checkpoint", name}, {"cache_key", cache_.key},
                       {"recipe", P::describe()}};
     trainer_detail::write_text(dir_ / "state.json", st.dump(2) + "\n");
@@ -427,19 +445,9 @@ class Trainer {
 
  private:
   double lr_at(int step) const {
-    return c_.warmup_steps > 0 ? c_.lr * std::min(1.0, (step + 1.0) / c_.warmup_steps) : c_.lr;
-  }
-  double grad_norm() const {
-    double s = 0;
-    for (const auto& p : model_->parameters())
-      if (p.grad().defined()) s += p.grad().pow(2).sum().template item<double>();
-    return std::sqrt(s);
-  }
-  void update_ema() {
-    torch::NoGradGuard g;
-    const double d = std::min(c_.ema_decay, (1.0 + step_) / (10.0 + step_));  // short warm-up of the average
-    auto src = model_->parameters(), dst = ema_->parameters();
-    for (std::size_t i = 0; i < src.size(); ++i) dst[i].mul_(d).add_(src[i], 1.0 - d);
+    const double warm = c_.warmup_steps > 0 ? std::min(1.0, (step + 1.0) / c_.warmup_steps) : 1.0;
+    const double progress = c_.minutes > 0 ? elapsed_ / (c_.minutes * 60) : static_cast<double>(step) / c_.steps;
+    return scheduled_lr(c_.lr, progress, c_.lr_decay, warm);
   }
   [[noreturn]] void non_finite(double loss, double norm) {
     std::string where = "none (the loss itself)";
@@ -479,13 +487,20 @@ class Trainer {
     if (st.is_discarded() || !st.contains("step") || !st.contains("checkpoint"))
       throw InputError((dir_ / "state.json").string() + ": not a valid training state");
     const auto ck = dir_ / st["checkpoint"].get<std::string>();
-    for (const char* f : {"model.safetensors", "ema.safetensors", "optimizer.pt"})
+    if (fs::is_regular_file(ck / "optimizer.pt") && !fs::is_regular_file(ck / "optimizer.safetensors"))
+      throw InputError(ck.string() + ": written by an older diffuse (optimizer.pt, LibTorch's AdamW); its runs cannot be resumed by this one");
+    for (const char* f : {"model.safetensors", "ema.safetensors", "optimizer.safetensors"})
       if (!fs::is_regular_file(ck / f)) throw InputError((ck / f).string() + ": checkpoint file missing");
     trainer_detail::load_into(*model_, ck / "model.safetensors");
     trainer_detail::load_into(*ema_, ck / "ema.safetensors");
-    torch::serialize::InputArchive ar;
-    ar.load_from((ck / "optimizer.pt").string());
-    opt_->load(ar);
+    {
+      const auto file = (ck / "optimizer.safetensors").string();
+      io::SafetensorsFile f(file);
+      std::vector<std::pair<std::string, torch::Tensor>> st;
+      for (const char* name : {"exp_avg", "exp_avg_sq", "step"})
+        if (f.contains(name)) st.emplace_back(name, io::load_tensor(f, name));
+      opt_->load_state(st, file);
+    }
     step_ = st["step"].get<int>();
     elapsed_ = st.value("elapsed_seconds", 0.0);
     // Forget what happened after the checkpoint: those steps are run again.
@@ -529,7 +544,8 @@ class Trainer {
   FeatureCache cache_;
   torch::Tensor val_x0_, val_ctx_, val_pooled_;
   backbone::MMDiT model_{nullptr}, ema_{nullptr};
-  std::unique_ptr<torch::optim::AdamW> opt_;
+  std::unique_ptr<FlatAdamW> opt_;
+  torch::Tensor ema_flat_;  // the EMA model's weights, as one buffer
   int step_ = 0;
   double elapsed_ = 0;
   std::ofstream metrics_;  // opened after restore() has rewritten the file
