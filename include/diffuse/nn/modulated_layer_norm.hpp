@@ -10,7 +10,6 @@
 // directly. Other devices, dtypes, or widths that are not a multiple of 16 use the composition.
 #include <cmath>
 #include <cstdint>
-#include <vector>
 
 #include <ATen/Parallel.h>
 #include <torch/autograd.h>
@@ -116,6 +115,10 @@ struct Saved {
   torch::Tensor mean, rstd;
 };
 
+// The kernels read the modulation as contiguous float32 rows: shift, and 1 + scale.
+inline torch::Tensor float_rows(const torch::Tensor& t) { return t.to(torch::kFloat32).contiguous(); }
+inline torch::Tensor one_plus(const torch::Tensor& scale) { return (scale.to(torch::kFloat32) + 1).contiguous(); }
+
 // x: (B, L, D) contiguous; shift, scale1: (B, D) float32 contiguous.
 inline torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& shift, const torch::Tensor& scale1, double eps, Saved& saved) {
   const auto b = x.size(0), l = x.size(1), d = x.size(2);
@@ -138,10 +141,9 @@ struct Function : torch::autograd::Function<Function> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x_in, const torch::Tensor& shift,
                                const torch::Tensor& scale, double eps) {
     const auto x = x_in.contiguous();
-    const auto shift32 = shift.to(torch::kFloat32).contiguous();
-    const auto scale1 = (scale.to(torch::kFloat32) + 1).contiguous();
+    const auto scale1 = one_plus(scale);
     Saved s;
-    auto y = mln_detail::forward(x, shift32, scale1, eps, s);
+    auto y = mln_detail::forward(x, float_rows(shift), scale1, eps, s);
     ctx->save_for_backward({x, scale1, s.mean, s.rstd});
     ctx->saved_data["shift_dtype"] = static_cast<std::int64_t>(shift.scalar_type());
     ctx->saved_data["scale_dtype"] = static_cast<std::int64_t>(scale.scalar_type());
@@ -181,8 +183,7 @@ inline torch::Tensor modulated_layer_norm(const torch::Tensor& x, const torch::T
   const bool grad = torch::GradMode::is_enabled() && (x.requires_grad() || shift.requires_grad() || scale.requires_grad());
   if (grad) return mln_detail::Function::apply(x, shift, scale, eps);
   mln_detail::Saved s;
-  return mln_detail::forward(x.contiguous(), shift.to(torch::kFloat32).contiguous(),
-                             (scale.to(torch::kFloat32) + 1).contiguous(), eps, s);
+  return mln_detail::forward(x.contiguous(), mln_detail::float_rows(shift), mln_detail::one_plus(scale), eps, s);
 }
 
 }  // namespace diffuse::nn

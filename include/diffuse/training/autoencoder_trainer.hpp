@@ -81,9 +81,8 @@ inline AutoencoderTrainResult train_autoencoder(autoencoder::KLAutoencoder& vae,
   for (int step = 0; c.minutes > 0 || step < c.steps; ++step) {
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (c.minutes > 0 && elapsed > c.minutes * 60) break;
-    const double progress = c.minutes > 0 ? elapsed / (c.minutes * 60) : static_cast<double>(step) / c.steps;
-    for (auto& g : opt.param_groups())
-      static_cast<torch::optim::AdamWOptions&>(g.options()).lr(scheduled_lr(c.lr, progress, c.lr_decay));
+    const double lr = scheduled_lr(c.lr, budget_progress(step, c.steps, elapsed, c.minutes), c.lr_decay);
+    for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
     const auto idx = torch::randint(c.train_images, {c.batch}, gen, torch::kLong);
     const auto x = train.index_select(0, idx);
     const auto d = vae->encode(x);

@@ -11,7 +11,6 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include <torch/types.h>
@@ -47,11 +46,11 @@ inline torch::Tensor flatten_into_one(const std::vector<torch::Tensor>& tensors)
 
 class FlatAdamW {
  public:
-  FlatAdamW(std::vector<torch::Tensor> params, AdamWSettings s) : params_(std::move(params)), s_(s) {
-    flat_ = flatten_into_one(params_);
+  FlatAdamW(std::vector<torch::Tensor> params, AdamWSettings s) : s_(s) {
+    flat_ = flatten_into_one(params);
     grad_ = torch::zeros_like(flat_);
     std::int64_t at = 0;
-    for (auto& p : params_) {
+    for (auto& p : params) {
       // AccumulateGrad adds into a defined gradient in place, so backward writes into grad_.
       p.mutable_grad() = grad_.narrow(0, at, p.numel()).view(p.sizes());
       at += p.numel();
@@ -118,7 +117,6 @@ class FlatAdamW {
   }
 
  private:
-  std::vector<torch::Tensor> params_;
   AdamWSettings s_;
   torch::Tensor flat_, grad_, exp_avg_, exp_avg_sq_, denom_;
   std::int64_t steps_ = 0;

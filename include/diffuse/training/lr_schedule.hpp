@@ -22,6 +22,12 @@ inline void check_lr_decay(const std::string& decay, const std::string& field = 
     throw InputError(field + " must be constant, cosine or linear (got \"" + decay + "\")");
 }
 
+// How far a run is through its budget: elapsed / (minutes * 60) for a wall-clock budget (minutes
+// > 0), else step / steps.
+inline double budget_progress(int step, int steps, double elapsed_seconds, double minutes) {
+  return minutes > 0 ? elapsed_seconds / (minutes * 60) : static_cast<double>(step) / steps;
+}
+
 // The rate at `progress` in [0, 1] of the budget (clamped), after `warmup` (a fraction of base
 // rising linearly from 0 over the first steps, given by the caller as a factor in [0, 1]).
 inline double scheduled_lr(double base, double progress, const std::string& decay, double warmup_factor = 1.0) {

@@ -446,8 +446,7 @@ class Trainer {
  private:
   double lr_at(int step) const {
     const double warm = c_.warmup_steps > 0 ? std::min(1.0, (step + 1.0) / c_.warmup_steps) : 1.0;
-    const double progress = c_.minutes > 0 ? elapsed_ / (c_.minutes * 60) : static_cast<double>(step) / c_.steps;
-    return scheduled_lr(c_.lr, progress, c_.lr_decay, warm);
+    return scheduled_lr(c_.lr, budget_progress(step, c_.steps, elapsed_, c_.minutes), c_.lr_decay, warm);
   }
   [[noreturn]] void non_finite(double loss, double norm) {
     std::string where = "none (the loss itself)";
