@@ -45,9 +45,9 @@
 #include "diffuse/io/png.hpp"
 #include "diffuse/pipeline/generate.hpp"
 #include "diffuse/pipeline/images.hpp"
+#include "diffuse/timesteps/shift.hpp"
 #include "diffuse/training/feature_cache.hpp"
 #include "diffuse/training/flat_adamw.hpp"
-#include "diffuse/timesteps/shift.hpp"
 #include "diffuse/training/lr_schedule.hpp"
 
 namespace diffuse::training {
