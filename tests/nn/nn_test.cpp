@@ -13,6 +13,7 @@
 #include "diffuse/nn/mlp.hpp"
 #include "diffuse/nn/modulated_layer_norm.hpp"
 #include "diffuse/nn/modulation.hpp"
+#include "diffuse/nn/qkv_rms_norm.hpp"
 #include "diffuse/nn/rms_norm.hpp"
 
 namespace t_nn {
@@ -142,6 +143,64 @@ TEST_CASE("the fused modulated LayerNorm equals modulate(LN(x)) in value and gra
     const auto gscale = c2.grad();
     CHECK(((c3.grad().to(torch::kFloat64) - gscale).abs() / (gscale.abs().max() + 1e-3)).max().item<double>() < 0.05);
   }
+}
+
+TEST_CASE("split_qkv_rms_norm equals the per-head RMSNorm composition, forward and backward", "[nn]") {
+  torch::manual_seed(11);
+  const std::int64_t b = 3, l = 5, heads = 2, hd = 32, d = heads * hd;
+  // the composition in float64: split, then x / sqrt(mean(x^2) + eps) * w per head
+  auto reference = [&](const torch::Tensor& qkv, const torch::Tensor& wq, const torch::Tensor& wk) {
+    const auto p = qkv.view({b, l, 3, heads, hd}).unbind(2);
+    auto norm = [](const torch::Tensor& x, const torch::Tensor& w) { return x / torch::sqrt(x.pow(2).mean(-1, true) + 1e-6) * w; };
+    return std::vector<torch::Tensor>{norm(p[0], wq).reshape({b, l, d}), norm(p[1], wk).reshape({b, l, d}), p[2].reshape({b, l, d})};
+  };
+  const auto qkv = torch::randn({b, l, 3 * d}) * 3;
+  const auto wq = torch::rand({hd}) + 0.5, wk = torch::rand({hd}) + 0.5;
+  REQUIRE(nn::qkv_norm_detail::has_kernel(qkv, heads));  // the fused path is the one tested
+  const auto ref = reference(qkv.to(torch::kFloat64), wq.to(torch::kFloat64), wk.to(torch::kFloat64));
+  {
+    torch::NoGradGuard ng;
+    const auto o = nn::split_qkv_rms_norm(qkv, heads, wq, wk);
+    CHECK((o.q.to(torch::kFloat64) - ref[0]).abs().max().item<double>() < 2e-6 * 4);
+    CHECK((o.k.to(torch::kFloat64) - ref[1]).abs().max().item<double>() < 2e-6 * 4);
+    CHECK(torch::equal(o.v, qkv.narrow(2, 2 * d, d)));
+  }
+  // gradients of qkv and both weights, with a different output gradient for each of q, k, v
+  const auto gq = torch::randn({b, l, d}), gk = torch::randn({b, l, d}), gv = torch::randn({b, l, d});
+  auto x1 = qkv.clone().requires_grad_(true), q1 = wq.clone().requires_grad_(true), k1 = wk.clone().requires_grad_(true);
+  const auto o1 = nn::split_qkv_rms_norm(x1, heads, q1, k1);
+  torch::autograd::backward({o1.q, o1.k, o1.v}, {gq, gk, gv});
+  auto x2 = qkv.to(torch::kFloat64).requires_grad_(true), q2 = wq.to(torch::kFloat64).requires_grad_(true),
+       k2 = wk.to(torch::kFloat64).requires_grad_(true);
+  const auto o2 = reference(x2, q2, k2);
+  torch::autograd::backward(o2, {gq.to(torch::kFloat64), gk.to(torch::kFloat64), gv.to(torch::kFloat64)});
+  CHECK((x1.grad().to(torch::kFloat64) - x2.grad()).abs().max().item<double>() < 1e-5);
+  CHECK((q1.grad().to(torch::kFloat64) - q2.grad()).abs().max().item<double>() < 1e-4);
+  CHECK((k1.grad().to(torch::kFloat64) - k2.grad()).abs().max().item<double>() < 1e-4);
+  // an output without gradient (v unused) counts as zeros
+  auto x3 = qkv.clone().requires_grad_(true);
+  const auto o3 = nn::split_qkv_rms_norm(x3, heads, wq, wk);
+  (o3.q * gq).sum().backward();
+  CHECK(x3.grad().narrow(2, d, 2 * d).abs().max().item<double>() == 0.0);
+  // bf16 activations (autocast's qkv): within a few bf16 steps; gradients in bf16 too
+  const auto xb = qkv.to(torch::kBFloat16);
+  const auto refb = reference(xb.to(torch::kFloat64), wq.to(torch::kFloat64), wk.to(torch::kFloat64));
+  auto x4 = xb.clone().requires_grad_(true);
+  const auto o4 = nn::split_qkv_rms_norm(x4, heads, wq, wk);
+  REQUIRE(o4.q.scalar_type() == torch::kBFloat16);
+  CHECK((o4.q.to(torch::kFloat64) - refb[0]).abs().max().item<double>() < 2.0 / 256 * refb[0].abs().max().item<double>());
+  CHECK((o4.k.to(torch::kFloat64) - refb[1]).abs().max().item<double>() < 2.0 / 256 * refb[1].abs().max().item<double>());
+  torch::autograd::backward({o4.q, o4.k, o4.v}, {gq.to(torch::kBFloat16), gk.to(torch::kBFloat16), gv.to(torch::kBFloat16)});
+  REQUIRE(x4.grad().scalar_type() == torch::kBFloat16);
+  auto x5 = xb.to(torch::kFloat64).requires_grad_(true);
+  torch::autograd::backward(reference(x5, wq.to(torch::kFloat64), wk.to(torch::kFloat64)),
+                            {gq.to(torch::kBFloat16).to(torch::kFloat64), gk.to(torch::kBFloat16).to(torch::kFloat64),
+                             gv.to(torch::kBFloat16).to(torch::kFloat64)});
+  CHECK((x4.grad().to(torch::kFloat64) - x5.grad()).abs().max().item<double>() < 4.0 / 256 * x5.grad().abs().max().item<double>());
+  // without QK norm: the plain split
+  const auto plain = nn::split_qkv_rms_norm(qkv, heads, torch::Tensor(), torch::Tensor());
+  CHECK(torch::equal(plain.q, qkv.narrow(2, 0, d)));
+  CHECK(torch::equal(plain.k, qkv.narrow(2, d, d)));
 }
 
 TEST_CASE("the patch embedding is the stride-p convolution, forward and backward", "[nn]") {

@@ -22,6 +22,7 @@
 #include "diffuse/nn/mlp.hpp"
 #include "diffuse/nn/modulated_layer_norm.hpp"
 #include "diffuse/nn/modulation.hpp"
+#include "diffuse/nn/rowwise_linear.hpp"
 #include "diffuse/nn/self_attention.hpp"
 
 namespace diffuse::backbone {
@@ -135,7 +136,7 @@ class FinalLayerImpl : public torch::nn::Module {
   }
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& c) {
     const auto m = adaLN_modulation->forward(c).chunk(2, 1);  // (shift, scale)
-    return linear(nn::modulated_layer_norm(x, m[0], m[1]));
+    return nn::rowwise_linear(linear, nn::modulated_layer_norm(x, m[0], m[1]));
   }
   torch::nn::Linear linear{nullptr};
   torch::nn::Sequential adaLN_modulation{nullptr};
@@ -183,7 +184,7 @@ class MMDiTImpl : public torch::nn::Module {
     const auto t_emb = t_embedder(t, tokens.scalar_type());        // (B, D)
     const auto y_emb = y_embedder(y);                              // (B, D)
     const auto c = t_emb + y_emb;
-    auto ctx = context_embedder(context);                          // (B, L, D)
+    auto ctx = nn::rowwise_linear(context_embedder, context);  // (B, L, D)
     if (trace) *trace = {xe, pe, t_emb, y_emb, c, ctx, {}, {}, {}};
     for (int i = 0; i < config_.depth; ++i) {
       if (skip_layers.count(i)) continue;

@@ -6,6 +6,7 @@
 #include <torch/types.h>
 
 #include "diffuse/nn/gelu_tanh.hpp"
+#include "diffuse/nn/rowwise_linear.hpp"
 
 namespace diffuse::nn {
 
@@ -17,7 +18,7 @@ class MlpImpl : public torch::nn::Module {
   }
   // GELU through nn/gelu_tanh.hpp: on the CPU one vectorised pass in float32 whatever the
   // activation dtype (LibTorch 1.13's own is scalar, and for bf16 needs two conversions).
-  torch::Tensor forward(const torch::Tensor& x) { return fc2(gelu_tanh(fc1(x))); }
+  torch::Tensor forward(const torch::Tensor& x) { return rowwise_linear(fc2, gelu_tanh(rowwise_linear(fc1, x))); }
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
 };
 TORCH_MODULE(Mlp);

@@ -15,6 +15,7 @@ class RMSNormImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x) const {
     return x * torch::rsqrt(x.pow(2).mean(-1, true) + eps_) * weight;
   }
+  double eps() const { return eps_; }
   torch::Tensor weight;
 
  private:

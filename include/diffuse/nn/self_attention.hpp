@@ -6,13 +6,11 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/types.h>
 
+#include "diffuse/nn/qkv_rms_norm.hpp"
 #include "diffuse/nn/rms_norm.hpp"
+#include "diffuse/nn/rowwise_linear.hpp"
 
 namespace diffuse::nn {
-
-struct QKV {
-  torch::Tensor q, k, v;  // each (B, L, heads * head_dim)
-};
 
 class SelfAttentionImpl : public torch::nn::Module {
  public:
@@ -28,16 +26,10 @@ class SelfAttentionImpl : public torch::nn::Module {
 
   // x: (B, L, D) already normalised and modulated.
   QKV pre_attention(const torch::Tensor& x) {
-    const auto b = x.size(0), l = x.size(1);
-    const auto parts = qkv(x).view({b, l, 3, heads_, head_dim_}).unbind(2);  // 3 x (B, L, heads, head_dim)
-    auto q = parts[0], k = parts[1];
-    if (ln_q) {
-      q = ln_q(q);
-      k = ln_k(k);
-    }
-    return {q.reshape({b, l, -1}), k.reshape({b, l, -1}), parts[2].reshape({b, l, -1})};
+    return split_qkv_rms_norm(rowwise_linear(qkv, x), heads_, ln_q ? ln_q->weight : torch::Tensor(), ln_k ? ln_k->weight : torch::Tensor(),
+                              ln_q ? ln_q->eps() : 1e-6);
   }
-  torch::Tensor post_attention(const torch::Tensor& x) { return proj(x); }
+  torch::Tensor post_attention(const torch::Tensor& x) { return rowwise_linear(proj, x); }
   std::int64_t heads() const { return heads_; }
 
   torch::nn::Linear qkv{nullptr}, proj{nullptr};
