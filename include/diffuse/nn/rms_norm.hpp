@@ -1,7 +1,8 @@
 #pragma once
 // RMSNorm (Zhang & Sennrich 2019): x / sqrt(mean(x^2) + eps) * weight, over the last dimension.
-// SD3.5 applies it per attention head to q and k (SD3_FACTS (d) 5), eps 1e-6, computed in the
-// activation dtype as the reference does.
+// SD3.5 applies it per attention head to q and k (SD3_FACTS (d) 5), eps 1e-6; forward() computes
+// in the activation dtype as the reference does. The MM-DiT holds the weights here but on the CPU
+// normalises through nn/qkv_rms_norm.hpp (float32 statistics, one rounding to bf16).
 #include <torch/nn/module.h>
 #include <torch/types.h>
 
