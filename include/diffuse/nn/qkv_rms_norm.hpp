@@ -17,6 +17,7 @@
 #include <torch/types.h>
 
 #include "diffuse/nn/cpu_lanes.hpp"
+#include "diffuse/nn/rms_norm.hpp"
 
 namespace diffuse::nn {
 
@@ -182,11 +183,6 @@ struct Function : torch::autograd::Function<Function> {
 
 }  // namespace qkv_norm_detail
 
-// The composition (and the fallback): per-head RMSNorm in the activation dtype, as the reference.
-inline torch::Tensor head_rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
-  return x * torch::rsqrt(x.pow(2).mean(-1, true) + eps) * weight;
-}
-
 // qkv: (B, L, 3 heads hd) = [q | k | v]; wq, wk: (hd), or undefined for no QK norm.
 // Returns q, k (normalised per head), v, each (B, L, heads hd).
 inline QKV split_qkv_rms_norm(const torch::Tensor& qkv, std::int64_t heads, const torch::Tensor& wq, const torch::Tensor& wk,
@@ -204,7 +200,7 @@ inline QKV split_qkv_rms_norm(const torch::Tensor& qkv, std::int64_t heads, cons
   }
   const auto parts = qkv.view({b, l, 3, heads, hd}).unbind(2);  // 3 x (B, L, heads, hd)
   auto q = parts[0], k = parts[1];
-  if (wq.defined()) q = head_rms_norm(q, wq, eps), k = head_rms_norm(k, wk, eps);
+  if (wq.defined()) q = rms_norm(q, wq, eps), k = rms_norm(k, wk, eps);  // in the activation dtype, as the reference
   return {q.reshape({b, l, -1}), k.reshape({b, l, -1}), parts[2].reshape({b, l, -1})};
 }
 

@@ -8,13 +8,18 @@
 
 namespace diffuse::nn {
 
+// The formula, in x's dtype (also the fallback of nn/qkv_rms_norm.hpp).
+inline torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+  return x * torch::rsqrt(x.pow(2).mean(-1, true) + eps) * weight;
+}
+
 class RMSNormImpl : public torch::nn::Module {
  public:
   explicit RMSNormImpl(std::int64_t dim, double eps = 1e-6) : eps_(eps) {
     weight = register_parameter("weight", torch::ones({dim}));
   }
   torch::Tensor forward(const torch::Tensor& x) const {
-    return x * torch::rsqrt(x.pow(2).mean(-1, true) + eps_) * weight;
+    return rms_norm(x, weight, eps_);
   }
   double eps() const { return eps_; }
   torch::Tensor weight;
