@@ -1,7 +1,8 @@
 #pragma once
-// Sixteen-lane float vectors for the CPU kernels of nn/ (gelu_tanh.hpp, modulation.hpp): load and
-// store of float32 and bfloat16, exp, and the function multi-versioning that compiles each kernel
-// for AVX-512, AVX2 and baseline x86-64 and picks one at load time.
+// Sixteen-lane float vectors for the CPU kernels of nn/ (gelu_tanh.hpp, modulation.hpp) and
+// training/flat_adamw.hpp: load and store of float32 and bfloat16, exp, sqrt, and the function
+// multi-versioning that compiles each kernel for AVX-512, AVX2 and baseline x86-64 and picks one
+// at load time.
 //
 // Why vectors by hand: with the default -ftrapping-math / -fmath-errno GCC 12 does not vectorise
 // loops with a clamp or a sqrt, and a header-only library cannot choose its users' flags.
@@ -52,6 +53,21 @@ DIFFUSE_LANES_INLINE void exp_in_place(vf& x) {
   p = p * r2 + r + 1.0f;
   const vi e = (__builtin_convertvector(n, vi) + 127) << 23;  // 2^n
   x = p * __builtin_bit_cast(vf, e);
+}
+
+// x = sqrt(x) for x >= 0 without a sqrt instruction (GCC will not vectorise std::sqrt under
+// -fmath-errno): the bit-level estimate of 1 / sqrt(x) (relative error < 3.5%; C. Lomont, "Fast
+// inverse square root", 2003, constant 0x5f375a86), three Newton steps y (3 - x y^2) / 2, each
+// squaring the error (3.5e-2 -> 1.8e-3 -> 5e-6 -> float rounding), then sqrt(x) = x / sqrt(x).
+// x = 0 gives 0. Subnormal x come out up to ~3x too small (the estimate starts too far off for
+// three steps); callers add an epsilon far above them.
+DIFFUSE_LANES_INLINE void sqrt_in_place(vf& x) {
+  vf y = __builtin_bit_cast(vf, 0x5f375a86 - (__builtin_bit_cast(vi, x) >> 1));
+  const vf half = x * 0.5f;
+  y = y * (1.5f - half * y * y);
+  y = y * (1.5f - half * y * y);
+  y = y * (1.5f - half * y * y);
+  x = x * y;
 }
 
 DIFFUSE_LANES_INLINE void load(const float* p, vf& v) { std::memcpy(&v, p, sizeof v); }
