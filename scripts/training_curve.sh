@@ -55,9 +55,10 @@ def at(minutes):  # the step at which the trainer passed this time, and the EMA 
     v = [m for m in vals if m["step"] <= s["step"]]
     return s["step"], (v[-1]["val_loss_ema"] if v else float("nan"))
 
+cfg = json.load(open(rows[-1].split(":", 1)[1]))["cfg"]  # the model's sample_cfg, eval's default
 out = ["# Quality against training time (the main job's default model)", "",
        f"Produced by `scripts/training_curve.sh` on {datetime.date.today()} from `{run}`: one run, EMA",
-       "snapshots scored by `diffuse eval` (strict mode, 300 prompts, 20 Euler steps, CFG 4);",
+       f"snapshots scored by `diffuse eval` (strict mode, 300 prompts, 20 Euler steps, CFG {cfg:g});",
        "steps are those reached by the snapshot's time; validation loss is the EMA's last one before it.", "",
        "| minutes | steps | EMA val loss | single | colours | counting | two obj. | position | colour attr. | **overall** | held-out |",
        "|---|---|---|---|---|---|---|---|---|---|---|"]

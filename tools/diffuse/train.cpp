@@ -8,6 +8,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "command.hpp"
@@ -71,7 +72,8 @@ struct SampleOptions {
   std::string checkpoint, out = "sample.png", weights, negative;
   std::vector<std::string> prompts;
   int steps = 20, columns = 0, scale = 4;
-  double cfg = 4.0, shift = 0;
+  std::optional<double> cfg;  // default: the model's sample_cfg
+  double shift = 0;
   std::uint64_t seed = 0;
 };
 
@@ -82,13 +84,14 @@ void run_sample(const SampleOptions& o) {
   if (o.scale < 1 || o.scale > 32) throw InputError("--scale must be in 1..32");
   with_recipe(recipe_of(o.checkpoint), [&]<class P>() {
     pipeline::TrainedModel<P> m(o.checkpoint, o.weights);
+    const double cfg = o.cfg.value_or(m.config().sample_cfg);
     pipeline::GenerateOptions g;
-    g.steps = o.steps, g.cfg = o.cfg, g.seed = o.seed, g.height = g.width = 0;
+    g.steps = o.steps, g.cfg = cfg, g.seed = o.seed, g.height = g.width = 0;
     const auto imgs = m.generate(o.prompts, g, o.shift);
     const double shift = o.shift > 0 ? o.shift : m.config().sample_shift;
     const std::map<std::string, std::string> text{{"prompt", o.prompts.size() == 1 ? o.prompts[0] : nlohmann::json(o.prompts).dump()},
                                                   {"seed", std::to_string(o.seed)},   {"steps", std::to_string(o.steps)},
-                                                  {"cfg", std::to_string(o.cfg)},     {"sampler", typename P::sampler_type{}.name()},
+                                                  {"cfg", std::to_string(cfg)},     {"sampler", typename P::sampler_type{}.name()},
                                                   {"shift", std::to_string(shift)},   {"model_hash", m.model_hash()},
                                                   {"Software", "diffuse sample"}};
     const int cols = o.columns > 0 ? o.columns : static_cast<int>(std::min<std::size_t>(o.prompts.size(), 8));
@@ -101,7 +104,8 @@ void run_sample(const SampleOptions& o) {
 struct EvalOptions {
   std::string checkpoint, prompts, out, weights;
   int steps = 20, batch = 100;
-  double cfg = 4.0, shift = 0;
+  std::optional<double> cfg;  // default: the model's sample_cfg
+  double shift = 0;
   std::uint64_t seed = 0;
   bool lenient = false;
 };
@@ -121,6 +125,7 @@ void run_eval(const EvalOptions& o) {
   if (o.batch < 1) throw InputError("--batch must be at least 1");
   with_recipe(recipe_of(o.checkpoint), [&]<class P>() {
     pipeline::TrainedModel<P> m(o.checkpoint, o.weights);
+    const double cfg = o.cfg.value_or(m.config().sample_cfg);
     eval::ShapesEvalOptions opt;
     opt.strict = !o.lenient;
     eval::ShapesScore score;
@@ -132,7 +137,7 @@ void run_eval(const EvalOptions& o) {
       std::vector<std::string> texts;
       for (std::size_t k = 0; k < n; ++k) texts.push_back(prompts[i + k].prompt);
       pipeline::GenerateOptions g;
-      g.steps = o.steps, g.cfg = o.cfg, g.seed = o.seed + i * 7919, g.height = g.width = 0;
+      g.steps = o.steps, g.cfg = cfg, g.seed = o.seed + i * 7919, g.height = g.width = 0;
       const auto imgs = m.generate(texts, g, o.shift);
       for (std::size_t k = 0; k < n; ++k) {
         const auto& p = prompts[i + k];
@@ -143,12 +148,12 @@ void run_eval(const EvalOptions& o) {
     }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("GenEval-style score of %s (step %d, %s mode, %zu prompts, %d steps, cfg %.1f, %.0f s)\n%s",
-                m.weights().string().c_str(), m.step(), opt.strict ? "strict" : "lenient", prompts.size(), o.steps, o.cfg, secs,
+                m.weights().string().c_str(), m.step(), opt.strict ? "strict" : "lenient", prompts.size(), o.steps, cfg, secs,
                 score.table().c_str());
     if (!o.out.empty()) {
       fs::create_directories(o.out);
       auto j = score.to_json();
-      j["weights"] = m.weights().string(), j["step"] = m.step(), j["steps"] = o.steps, j["cfg"] = o.cfg, j["seed"] = o.seed;
+      j["weights"] = m.weights().string(), j["step"] = m.step(), j["steps"] = o.steps, j["cfg"] = cfg, j["seed"] = o.seed;
       j["strict"] = opt.strict, j["seconds"] = secs;
       training::trainer_detail::write_text(fs::path(o.out) / "eval.json", j.dump(2) + "\n");
       io::write_png(fs::path(o.out) / "eval_samples.png", pipeline::image_grid(torch::cat(sheet), 8, 3));  // <= 48 images
@@ -179,7 +184,7 @@ void add_train(CLI::App& app) {
   sc->add_option("--out", s->out, "output PNG")->capture_default_str();
   sc->add_option("--seed", s->seed, "seed of the initial noise")->capture_default_str();
   sc->add_option("--steps", s->steps, "sampling steps")->capture_default_str();
-  sc->add_option("--cfg", s->cfg, "classifier-free guidance scale (1: none)")->capture_default_str();
+  sc->add_option("--cfg", s->cfg, "classifier-free guidance scale (1: none; default: the model's sample_cfg)");
   sc->add_option("--shift", s->shift, "schedule shift (default: the model's)");
   sc->add_option("--weights", s->weights, "backbone weights instead of the checkpoint's EMA (e.g. a snapshot)");
   sc->add_option("--scale", s->scale, "nearest-neighbour upscaling of the PNG")->capture_default_str();
@@ -193,7 +198,7 @@ void add_train(CLI::App& app) {
   ec->add_option("--out", e->out, "folder for eval.json and eval_samples.png");
   ec->add_option("--seed", e->seed, "seed of the initial noise")->capture_default_str();
   ec->add_option("--steps", e->steps, "sampling steps")->capture_default_str();
-  ec->add_option("--cfg", e->cfg, "classifier-free guidance scale")->capture_default_str();
+  ec->add_option("--cfg", e->cfg, "classifier-free guidance scale (default: the model's sample_cfg)");
   ec->add_option("--shift", e->shift, "schedule shift (default: the model's)");
   ec->add_option("--batch", e->batch, "prompts per sampling batch")->capture_default_str();
   ec->add_option("--weights", e->weights, "backbone weights instead of the checkpoint's EMA (e.g. a snapshot)");
