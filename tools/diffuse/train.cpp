@@ -91,7 +91,7 @@ void run_sample(const SampleOptions& o) {
     const double shift = o.shift > 0 ? o.shift : m.config().sample_shift;
     const std::map<std::string, std::string> text{{"prompt", o.prompts.size() == 1 ? o.prompts[0] : nlohmann::json(o.prompts).dump()},
                                                   {"seed", std::to_string(o.seed)},   {"steps", std::to_string(o.steps)},
-                                                  {"cfg", std::to_string(cfg)},     {"sampler", typename P::sampler_type{}.name()},
+                                                  {"cfg", std::to_string(cfg)},       {"sampler", typename P::sampler_type{}.name()},
                                                   {"shift", std::to_string(shift)},   {"model_hash", m.model_hash()},
                                                   {"Software", "diffuse sample"}};
     const int cols = o.columns > 0 ? o.columns : static_cast<int>(std::min<std::size_t>(o.prompts.size(), 8));

@@ -98,7 +98,7 @@ struct TrainConfig {
     c.checkpoint_minutes = 2.0;
     c.snapshot_minutes = {};
     c.sample_steps = 20;
-    c.sample_cfg = 5.5;  // 4 -> 5.5: +0.02-0.03 on two seeds at 60 minutes, +0.03 at 10 (docs/training.md)
+    c.sample_cfg = 5.5;  // 4 -> 5.5: +0.02-0.03 on two seeds at 60 minutes; at 10 within noise (docs/training.md)
     c.sample_shift = 1.0;
     return c;
   }
