@@ -2,10 +2,10 @@
 # A small reproduction of the SD3 paper's Table 3 trend (more latent channels reconstruct better)
 # on the shapes world: autoencoders with 4, 8 and 16 latent channels, same width, same training
 # budget, held-out PSNR and SSIM written to docs/vae_table3.md.
-#   bash scripts/vae_table3.sh              (1500 steps per model, ~11 min each on 2 cores)
+#   bash scripts/vae_table3.sh              (1500 steps per model, ~8 min each on 2 cores)
 #   STEPS=3000 bash scripts/vae_table3.sh   (a step budget is the same on a busy machine)
 #   MINUTES=5 bash scripts/vae_table3.sh    (a wall-clock budget instead)
-#   FACTOR=16 bash scripts/vae_table3.sh    (16x downsampling, 2 x 2 latents: the latent becomes the
+#   FACTOR=16 bash scripts/vae_table3.sh    (16x downsampling, 2 x 2 latents, ~0.3 s a step: the latent becomes the
 #                                            bottleneck; writes docs/vae_table3_f16.md)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,7 +32,7 @@ done
   echo "# Latent channels vs reconstruction on the shapes world (SD3 paper, Table 3 trend)"
   echo
   echo "Same architecture (width 32, multipliers $mult, one block per level, ${factor}x downsampling),"
-  echo "same budget ($what of training each, batch 32, AdamW 1e-3 with cosine decay to zero,"
+  echo "same budget ($what of training each, batch 32, AdamW 1e-3 with cosine decay to zero, bf16 autocast,"
   echo "L1 + 1e-6 KL), 32x32 images; PSNR/SSIM of mean-latent reconstructions of 64 held-out images."
   echo "Produced by \`FACTOR=$factor STEPS=$steps MINUTES=$minutes bash scripts/vae_table3.sh\` on $(date -u +%Y-%m-%d)."
   echo

@@ -46,6 +46,10 @@ namespace vae {
 inline torch::nn::GroupNorm group_norm(int channels) {
   return torch::nn::GroupNorm(torch::nn::GroupNormOptions(32, channels).eps(1e-6));
 }
+// GroupNorm in its parameters' dtype: under bfloat16 autocast the convolutions hand it bfloat16,
+// which LibTorch 1.13's CPU kernel refuses beside float32 weights (and statistics are better in
+// float32 anyway); the next convolution casts back.
+inline torch::Tensor normed(torch::nn::GroupNorm& n, const torch::Tensor& x) { return n(x.to(n->weight.scalar_type())); }
 inline torch::nn::Conv2d conv(int in, int out, int k, int stride = 1, int pad = 0) {
   return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, k).stride(stride).padding(pad));
 }
@@ -60,8 +64,8 @@ class ResnetBlockImpl : public torch::nn::Module {
     if (in != out) nin_shortcut = register_module("nin_shortcut", conv(in, out, 1));
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    auto h = conv1(torch::silu(norm1(x)));
-    h = conv2(torch::silu(norm2(h)));
+    auto h = conv1(torch::silu(normed(norm1, x)));
+    h = conv2(torch::silu(normed(norm2, h)));
     return (nin_shortcut ? nin_shortcut(x) : x) + h;
   }
   torch::nn::GroupNorm norm1{nullptr}, norm2{nullptr};
@@ -80,7 +84,7 @@ class AttnBlockImpl : public torch::nn::Module {
     proj_out = register_module("proj_out", conv(c, c, 1));
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    const auto h = norm(x);
+    const auto h = normed(norm, x);
     const auto b = x.size(0), c = x.size(1), hh = x.size(2), ww = x.size(3);
     auto flat = [&](const torch::Tensor& t) { return t.reshape({b, c, hh * ww}).transpose(1, 2); };  // (B, HW, C)
     const auto w = torch::softmax(torch::bmm(flat(q(h)), flat(k(h)).transpose(1, 2)) / std::sqrt(double(c)), -1);
@@ -174,7 +178,7 @@ class KLEncoderImpl : public torch::nn::Module {
     if (trace) trace->mid_attn = h;
     h = mid->block_2(h);
     if (trace) trace->mid_out = h;
-    return conv_out(torch::silu(norm_out(h)));
+    return conv_out(torch::silu(vae::normed(norm_out, h)));
   }
   torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
   torch::nn::ModuleList down{nullptr};
@@ -220,7 +224,7 @@ class KLDecoderImpl : public torch::nn::Module {
       if (trace) trace->level_out[static_cast<std::size_t>(i)] = h;
       if (level->upsample) h = level->upsample(h);
     }
-    return conv_out(torch::silu(norm_out(h)));
+    return conv_out(torch::silu(vae::normed(norm_out, h)));
   }
   torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
   vae::Mid mid{nullptr};

@@ -14,6 +14,7 @@
 
 #include "diffuse/autoencoder/kl_autoencoder.hpp"
 #include "diffuse/core/config.hpp"
+#include "diffuse/core/torch_compat.hpp"
 #include "diffuse/data/shapes_dataset.hpp"
 #include "diffuse/eval/metrics.hpp"
 #include "diffuse/pipeline/images.hpp"
@@ -27,9 +28,10 @@ struct AutoencoderTrainConfig {
                            (int, image_size), (int, batch), (int, steps), (double, minutes),
                            (double, lr), (double, kl_weight), (std::string, loss),
                            (int, train_images), (int, eval_images), (std::uint64_t, seed),
-                           (std::string, lr_decay));  // constant | cosine | linear over the budget
+                           (std::string, lr_decay),    // constant | cosine | linear over the budget
+                           (std::string, precision));  // f32 | bf16 (autocast; weights, norms, loss and metrics stay f32)
   static AutoencoderTrainConfig shapes_default() {
-    return {{32, {1, 2, 2, 2}, 1, 3, 16}, 32, 32, 3000, 0.0, 1e-3, 1e-6, "l1", 4096, 64, 0, "cosine"};
+    return {{32, {1, 2, 2, 2}, 1, 3, 16}, 32, 32, 3000, 0.0, 1e-3, 1e-6, "l1", 4096, 64, 0, "cosine", "bf16"};
   }
 };
 
@@ -71,6 +73,7 @@ inline AutoencoderTrainResult train_autoencoder(autoencoder::KLAutoencoder& vae,
   if (c.loss != "l1" && c.loss != "l2") throw InputError("autoencoder training: loss must be l1 or l2");
   if (c.batch < 1 || c.train_images < c.batch) throw InputError("autoencoder training: need train_images >= batch >= 1");
   check_lr_decay(c.lr_decay, "autoencoder training: lr_decay");
+  if (c.precision != "f32" && c.precision != "bf16") throw InputError("autoencoder training: precision must be f32 or bf16");
   torch::manual_seed(c.seed);
   const auto train = shapes_images(c.train_images, c.image_size, c.seed, data::Split::Train);
   const auto held = shapes_images(c.eval_images, c.image_size, c.seed + 1, data::Split::HeldOut);
@@ -85,10 +88,16 @@ inline AutoencoderTrainResult train_autoencoder(autoencoder::KLAutoencoder& vae,
     for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
     const auto idx = torch::randint(c.train_images, {c.batch}, gen, torch::kLong);
     const auto x = train.index_select(0, idx);
-    const auto d = vae->encode(x);
-    const auto noise = torch::randn(d.mean.sizes(), gen, torch::TensorOptions().dtype(torch::kFloat32));
-    const auto rec = vae->decode(d.sample(noise));
-    const auto err = rec - x;
+    torch::Tensor rec;
+    autoencoder::LatentDistribution d;
+    {  // bf16 convolutions: ~1.3-1.4x a float32 step here (benchmarks/vae_train_step.cpp)
+      CpuAutocast amp(c.precision == "bf16");
+      d = vae->encode(x);
+      const auto noise = torch::randn(d.mean.sizes(), gen, torch::TensorOptions().dtype(torch::kFloat32));
+      rec = vae->decode(d.sample(noise));
+    }
+    d = {d.mean.to(torch::kFloat32), d.logvar.to(torch::kFloat32)};
+    const auto err = rec.to(torch::kFloat32) - x;
     const auto recon = c.loss == "l1" ? err.abs().mean() : err.pow(2).mean();
     // KL(N(mu, sigma^2) || N(0, 1)) per latent element
     const auto kl = 0.5 * (d.mean.pow(2) + d.logvar.exp() - 1 - d.logvar).mean();
