@@ -7,6 +7,7 @@
 #   MINUTES=5 bash scripts/vae_table3.sh    (a wall-clock budget instead)
 #   FACTOR=16 bash scripts/vae_table3.sh    (16x downsampling, 2 x 2 latents, ~0.3 s a step: the latent becomes the
 #                                            bottleneck; writes docs/vae_table3_f16.md)
+#   FACTOR=32 bash scripts/vae_table3.sh    (32x, one latent vector per image: writes docs/vae_table3_f32.md)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${DIFFUSE_BUILD_DIR:-$root/build}
@@ -18,7 +19,8 @@ factor=${FACTOR:-8}
 case "$factor" in
   8) mult="1, 2, 2, 2"; doc=$root/docs/vae_table3.md; out=$root/out/vae_table3 ;;
   16) mult="1, 2, 2, 2, 2"; doc=$root/docs/vae_table3_f16.md; out=$root/out/vae_table3_f16 ;;
-  *) echo "vae_table3: FACTOR must be 8 or 16" >&2; exit 2 ;;
+  32) mult="1, 2, 2, 2, 2, 2"; doc=$root/docs/vae_table3_f32.md; out=$root/out/vae_table3_f32 ;;
+  *) echo "vae_table3: FACTOR must be 8, 16 or 32" >&2; exit 2 ;;
 esac
 mkdir -p "$out"
 echo "{\"model\": {\"ch_mult\": [$mult]}}" > "$out/config.json"
