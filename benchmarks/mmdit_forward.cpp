@@ -2,10 +2,15 @@
 // FLOP/s of this machine measured in the same run and dtype (the ratio is the figure that matters
 // on a shared machine).
 //   ./bench_mmdit [--config small|sd3-medium] [--size 256] [--dtype f32|bf16|both] [--backward] [--repeats 3] [--threads N]
+//                 [--profile trace.json]   (a Chrome trace of one more forward in the last dtype run;
+//                                           scripts/profile_summary.py adds up self time per operator)
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
+
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <diffuse/core/runtime_tuning.hpp>
 #include <diffuse/backbone/mmdit.hpp>
@@ -37,7 +42,7 @@ double gemm_flops(torch::ScalarType dtype, std::int64_t m, std::int64_t k, std::
 
 int main(int argc, char** argv) {
   diffuse::tune_runtime(argv);  // DIFFUSE_NO_TUNE=1 measures the untuned baseline
-  std::string config_name = "sd3-medium", dtype_name = "both";
+  std::string config_name = "sd3-medium", dtype_name = "both", profile;
   int size = 256, repeats = 3, threads = 0;
   bool backward = false;
   for (int i = 1; i < argc; ++i) {
@@ -49,8 +54,9 @@ int main(int argc, char** argv) {
     else if (a == "--backward") backward = true;
     else if (a == "--repeats") repeats = std::stoi(next());
     else if (a == "--threads") threads = std::stoi(next());
+    else if (a == "--profile") profile = next();
     else {
-      std::fprintf(stderr, "usage: %s [--config small|sd3-medium] [--size PIXELS] [--dtype f32|bf16|both] [--backward] [--repeats N] [--threads N]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--config small|sd3-medium] [--size PIXELS] [--dtype f32|bf16|both] [--backward] [--repeats N] [--threads N] [--profile trace.json]\n", argv[0]);
       return 2;
     }
   }
@@ -73,14 +79,27 @@ int main(int argc, char** argv) {
     const auto y = torch::randn({1, cfg.adm_in}).to(dtype), c = torch::randn({1, ctx, cfg.context_in}).to(dtype);
     // The machine's GEMM rate in this dtype: the best of the model's own MLP shape and a square-ish
     // 1024 x 1536 x 6144 product (some token counts hit slow kernel paths, e.g. bf16 at 1178 rows).
-    const double gemm = std::max(gemm_flops(dtype, tokens + ctx, cfg.hidden_size(), cfg.mlp_hidden(), repeats),
-                                 gemm_flops(dtype, 1024, cfg.hidden_size(), cfg.mlp_hidden(), repeats));
+    // Measured before and after the forward, the best of at least 10 products each time: on a shared
+    // host one short measurement can land in a busy moment and flatter the ratio (seen: bf16 83 vs
+    // 167 GFLOP/s in consecutive runs).
+    const int gemm_repeats = std::max(repeats, 10);
+    const auto gemm_rate = [&] {
+      return std::max(gemm_flops(dtype, tokens + ctx, cfg.hidden_size(), cfg.mlp_hidden(), gemm_repeats),
+                      gemm_flops(dtype, 1024, cfg.hidden_size(), cfg.mlp_hidden(), gemm_repeats));
+    };
+    const double gemm_before = gemm_rate();
     const double fwd = best_seconds(repeats, [&] {
       torch::NoGradGuard g;
       model->forward(x, t, y, c);
     });
+    const double gemm = std::max(gemm_before, gemm_rate());
     std::printf("%-5s GEMM %.1f GFLOP/s | forward %.3f s = %.1f GFLOP/s = %.0f%% of GEMM\n", dn.c_str(), gemm / 1e9, fwd,
                 flops / fwd / 1e9, 100 * flops / fwd / gemm);
+    if (!profile.empty()) {
+      torch::autograd::profiler::RecordProfile guard(profile);
+      torch::NoGradGuard g;
+      model->forward(x, t, y, c);
+    }
     if (backward) {
       const double fb = best_seconds(repeats, [&] {
         model->zero_grad();

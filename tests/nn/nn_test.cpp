@@ -16,6 +16,7 @@
 #include "diffuse/nn/modulation.hpp"
 #include "diffuse/nn/qkv_rms_norm.hpp"
 #include "diffuse/nn/rms_norm.hpp"
+#include "diffuse/nn/row_block_attention.hpp"
 
 namespace t_nn {
 
@@ -269,6 +270,41 @@ TEST_CASE("the attention entry point equals softmax(q k^T / sqrt(d)) v", "[nn]")
   // One key: the output is its value, whatever the query.
   const auto one = nn::attention(q, k.narrow(1, 0, 1), v.narrow(1, 0, 1), 2);
   CHECK(torch::allclose(one, v.narrow(1, 0, 1).expand({2, 5, 8})));
+}
+
+TEST_CASE("the row-block CPU attention (heads of 64) equals softmax(q k^T / 8) v, f32 and bf16", "[nn][attention]") {
+  torch::manual_seed(3);
+  // Lengths off every block and panel size (8 query rows, 32 keys), two images, three heads.
+  for (const auto& [lq, lk] : std::vector<std::pair<int, int>>{{1, 1}, {5, 7}, {13, 33}, {64, 100}, {9, 300}}) {
+    const auto q = torch::randn({2, lq, 192}) * 2, k = torch::randn({2, lk, 192}) * 2, v = torch::randn({2, lk, 192});
+    REQUIRE(nn::row_block_attention_applies(q, 3));
+    const auto ref = nn::attention_reference(q.to(torch::kFloat64), k.to(torch::kFloat64), v.to(torch::kFloat64), 3);
+    const auto out = nn::row_block_attention(q, k, v, 3);
+    REQUIRE(out.sizes() == q.sizes());
+    INFO("lq " << lq << " lk " << lk);
+    // the MM-DiT parity bound (issue 4): scores reach ~±20 here, and float32 rounding of q k^T grows with them
+    CHECK((out.to(torch::kFloat64) - ref).abs().max().item<double>() < 2e-5 * std::max(1.0, ref.abs().max().item<double>()));
+    // bf16 inputs: products accumulate in float32, so the error is the inputs' and the output's rounding.
+    const auto qb = q.to(torch::kBFloat16), kb = k.to(torch::kBFloat16), vb = v.to(torch::kBFloat16);
+    const auto refb = nn::attention_reference(qb.to(torch::kFloat64), kb.to(torch::kFloat64), vb.to(torch::kFloat64), 3);
+    const auto outb = nn::row_block_attention(qb, kb, vb, 3);
+    CHECK(outb.scalar_type() == torch::kBFloat16);
+    CHECK((outb.to(torch::kFloat64) - refb).abs().max().item<double>() < 1e-2);
+  }
+  // Strided inputs (views of one packed qkv tensor) give the same result as contiguous copies.
+  const auto qkv = torch::randn({1, 20, 3 * 128});
+  const auto q = qkv.narrow(2, 0, 128), k = qkv.narrow(2, 128, 128), v = qkv.narrow(2, 256, 128);
+  CHECK(torch::allclose(nn::row_block_attention(q, k, v, 2), nn::attention_reference(q, k, v, 2), 1e-5, 1e-6));
+  // A NaN in a query poisons that query's row only, as softmax does.
+  auto qn = torch::randn({1, 10, 64});
+  qn[0][3][5] = std::numeric_limits<float>::quiet_NaN();
+  const auto kn = torch::randn({1, 10, 64}), vn = torch::randn({1, 10, 64});
+  const auto on = nn::row_block_attention(qn, kn, vn, 1);
+  CHECK(torch::isnan(on[0][3]).all().item<bool>());
+  CHECK(torch::isfinite(on[0].narrow(0, 4, 6)).all().item<bool>());
+  // Heads other than 64 wide, float64 and empty inputs are not its job.
+  CHECK_FALSE(nn::row_block_attention_applies(torch::randn({1, 4, 64}), 2));
+  CHECK_FALSE(nn::row_block_attention_applies(torch::randn({1, 4, 64}, torch::kFloat64), 1));
 }
 
 TEST_CASE("the timestep embedding is [cos, sin] of t times 10000^(-k/128)", "[nn]") {

@@ -6,6 +6,9 @@
 // scale applied in the same pass, and the softmax runs in place: 2.4x faster at 410 tokens (35 ->
 // 14 ms in f32, 13 -> 5 ms in bf16 for 24 heads of 64), bit-identical. For long f32 sequences the
 // scores are computed per head in blocks of 256 queries, which stay in L2 (1178 tokens: 151 -> 110 ms).
+// Inference with heads of 64 (all SD3 models) goes to row_block_attention.hpp instead: 2x this
+// path in f32 and bf16 at 410 and 1178 tokens (docs/performance.md). The bmm path stays for other
+// head widths and for training, which needs autograd.
 #include <algorithm>
 #include <cmath>
 
@@ -13,6 +16,7 @@
 #include <torch/types.h>
 
 #include "diffuse/core/torch_compat.hpp"
+#include "diffuse/nn/row_block_attention.hpp"
 
 namespace diffuse::nn {
 
@@ -39,6 +43,8 @@ inline torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, c
   if (grad) {  // out= and in-place kernels have no autograd: the same products, functional
     const auto qh = (q_heads * scale).reshape({bh, lq, d});
     out = at::bmm(at::_softmax(at::bmm(qh, kt), -1, false), vh);
+  } else if (row_block_attention_applies(q, heads) && lk > 0) {
+    return row_block_attention(q, k, v, heads);  // heads of 64: see row_block_attention.hpp
   } else {
     auto qh = at::empty({b, heads, lq, d}, q.options());
     at::mul_out(qh, q_heads, at::scalar_tensor(scale, q.options()));
