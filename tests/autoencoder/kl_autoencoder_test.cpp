@@ -232,6 +232,13 @@ TEST_CASE("training an autoencoder on shapes lowers the loss and reports PSNR an
   c.loss = "l1";
   c.precision = "f16";
   CHECK_THROWS_AS(training::train_autoencoder(vae, c), InputError);
+  // "auto" (the default) runs in the dtype the probe chose and says which.
+  c.precision = "auto";
+  c.steps = 1;
+  const auto ra = training::train_autoencoder(vae, c);
+  CHECK((ra.precision == "f32" || ra.precision == "bf16"));
+  c.precision = "f32";
+  CHECK(training::train_autoencoder(vae, c).precision == "f32");
 }
 
 TEST_CASE("bfloat16 autoencoder training computes the float32 loss to bfloat16 accuracy", "[autoencoder][training]") {

@@ -3,6 +3,7 @@
 // autoencoder), and the train / sample / eval commands.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <set>
@@ -192,6 +193,31 @@ TEST_CASE("a resumed run repeats the uninterrupted run's losses exactly", "[pipe
   CHECK(std::filesystem::exists(d / "killed" / "loss.png"));
   CHECK(std::filesystem::exists(d / "killed" / "samples.png"));
   CHECK_FALSE(std::filesystem::exists(d / "killed" / "ckpt-0000003"));  // superseded checkpoints are removed
+}
+
+TEST_CASE("precision auto is resolved by timing both dtypes' products, logged, and kept as auto in the run's config", "[pipeline][training]") {
+  // The probe: a choice that follows from its own measurement and the stated threshold.
+  const auto choice = training::choose_precision(256, 64, 256, 3);
+  CHECK(choice.bf16_speedup > 0);
+  CHECK(choice.precision == (choice.bf16_speedup >= training::bf16_speedup_needed ? "bf16" : "f32"));
+  CHECK_THROWS_AS(training::choose_precision(0, 64, 256), InputError);
+  // In the trainer: one log line names the choice and the measured ratio; training runs.
+  TempDir d;
+  auto c = tiny_config();
+  c.precision = "auto";
+  c.steps = 2;
+  std::vector<std::string> lines;
+  training::TrainCallbacks cb;
+  cb.log = [&](const std::string& l) { lines.push_back(l); };
+  training::Trainer<pipeline::SD3PixelRecipe> t(d / "run", c, false, cb);
+  t.run();
+  const auto line = std::find_if(lines.begin(), lines.end(), [](const std::string& l) { return l.find("precision auto -> ") != std::string::npos; });
+  REQUIRE(line != lines.end());
+  CHECK((line->find("-> f32 (") != std::string::npos || line->find("-> bf16 (") != std::string::npos));
+  CHECK(losses(d / "run" / "metrics.jsonl").size() == 2);
+  CHECK(test::read_text(d / "run" / "config.json").find("\"auto\"") != std::string::npos);  // a resume re-measures
+  c.precision = "f16";
+  CHECK_THROWS_WITH(training::Trainer<pipeline::SD3PixelRecipe>(d / "bad", c, false), Catch::Contains("f32, bf16 or auto"));
 }
 
 TEST_CASE("a non-finite loss stops training with a report and leaves the checkpoint intact", "[pipeline][training]") {

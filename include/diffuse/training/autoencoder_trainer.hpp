@@ -19,6 +19,7 @@
 #include "diffuse/eval/metrics.hpp"
 #include "diffuse/pipeline/images.hpp"
 #include "diffuse/training/lr_schedule.hpp"
+#include "diffuse/training/precision_choice.hpp"
 
 namespace diffuse::training {
 
@@ -29,15 +30,17 @@ struct AutoencoderTrainConfig {
                            (double, lr), (double, kl_weight), (std::string, loss),
                            (int, train_images), (int, eval_images), (std::uint64_t, seed),
                            (std::string, lr_decay),    // constant | cosine | linear over the budget
-                           (std::string, precision));  // f32 | bf16 (autocast; weights, norms, loss and metrics stay f32)
+                           (std::string, precision));  // f32 | bf16 (autocast; weights, norms, loss and metrics stay
+                                                       // f32) | auto (bf16 where measured faster: precision_choice.hpp)
   static AutoencoderTrainConfig shapes_default() {
-    return {{32, {1, 2, 2, 2}, 1, 3, 16}, 32, 32, 3000, 0.0, 1e-3, 1e-6, "l1", 4096, 64, 0, "cosine", "bf16"};
+    return {{32, {1, 2, 2, 2}, 1, 3, 16}, 32, 32, 3000, 0.0, 1e-3, 1e-6, "l1", 4096, 64, 0, "cosine", "auto"};
   }
 };
 
 struct AutoencoderTrainResult {
   int steps = 0;
   double seconds = 0, final_loss = 0, psnr = 0, ssim = 0;
+  std::string precision;  // the one used: "auto" resolved
 };
 
 // Shapes images as a (N, 3, S, S) tensor in [-1, 1].
@@ -73,7 +76,8 @@ inline AutoencoderTrainResult train_autoencoder(autoencoder::KLAutoencoder& vae,
   if (c.loss != "l1" && c.loss != "l2") throw InputError("autoencoder training: loss must be l1 or l2");
   if (c.batch < 1 || c.train_images < c.batch) throw InputError("autoencoder training: need train_images >= batch >= 1");
   check_lr_decay(c.lr_decay, "autoencoder training: lr_decay");
-  if (c.precision != "f32" && c.precision != "bf16") throw InputError("autoencoder training: precision must be f32 or bf16");
+  if (c.precision != "f32" && c.precision != "bf16" && c.precision != "auto")
+    throw InputError("autoencoder training: precision must be f32, bf16 or auto");
   torch::manual_seed(c.seed);
   const auto train = shapes_images(c.train_images, c.image_size, c.seed, data::Split::Train);
   const auto held = shapes_images(c.eval_images, c.image_size, c.seed + 1, data::Split::HeldOut);
@@ -81,6 +85,10 @@ inline AutoencoderTrainResult train_autoencoder(autoencoder::KLAutoencoder& vae,
   auto gen = at::detail::createCPUGenerator(c.seed);
   const auto start = std::chrono::steady_clock::now();
   AutoencoderTrainResult r;
+  // "auto": on the AMX machines bf16 ran the step 1.25-1.43x faster, without AMX 0.74x
+  // (benchmarks/vae_train_step.cpp).
+  r.precision = c.precision != "auto" ? c.precision : choose_precision().precision;
+  const bool bf16 = r.precision == "bf16";
   for (int step = 0; c.minutes > 0 || step < c.steps; ++step) {
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (c.minutes > 0 && elapsed > c.minutes * 60) break;
@@ -90,8 +98,8 @@ inline AutoencoderTrainResult train_autoencoder(autoencoder::KLAutoencoder& vae,
     const auto x = train.index_select(0, idx);
     torch::Tensor rec;
     autoencoder::LatentDistribution d;
-    {  // bf16 convolutions: ~1.3-1.4x a float32 step here (benchmarks/vae_train_step.cpp)
-      CpuAutocast amp(c.precision == "bf16");
+    {  // bf16 convolutions: 1.25-1.43x a float32 step on AMX machines (benchmarks/vae_train_step.cpp)
+      CpuAutocast amp(bf16);
       d = vae->encode(x);
       const auto noise = torch::randn(d.mean.sizes(), gen, torch::TensorOptions().dtype(torch::kFloat32));
       rec = vae->decode(d.sample(noise));
