@@ -201,6 +201,11 @@ TEST_CASE("precision auto is resolved by timing both dtypes' products, logged, a
   CHECK(choice.bf16_speedup > 0);
   CHECK(choice.precision == (choice.bf16_speedup >= training::bf16_speedup_needed ? "bf16" : "f32"));
   CHECK_THROWS_AS(training::choose_precision(0, 64, 256), InputError);
+  torch::manual_seed(5);
+  const auto expected = torch::rand({4});
+  torch::manual_seed(5);
+  training::choose_precision(64, 64, 64, 1);
+  CHECK(torch::equal(torch::rand({4}), expected));  // the global random stream is untouched
   // In the trainer: one log line names the choice and the measured ratio; training runs.
   TempDir d;
   auto c = tiny_config();

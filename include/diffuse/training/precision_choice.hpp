@@ -9,6 +9,7 @@
 #include <string>
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 
 #include "diffuse/core/error.hpp"
 
@@ -31,7 +32,8 @@ inline constexpr double bf16_speedup_needed = 1.3;
 inline PrecisionChoice choose_precision(std::int64_t rows = 1024, std::int64_t k = 1024, std::int64_t n = 1024,
                                         int repeats = 3) {
   if (rows < 1 || k < 1 || n < 1) throw InputError("choose_precision: the probe shape must be positive");
-  const auto a = at::randn({rows, k}), b = at::randn({k, n});
+  auto gen = at::detail::createCPUGenerator(0);  // its own generator: the probe leaves the global seed's stream alone
+  const auto a = at::randn({rows, k}, gen), b = at::randn({k, n}, gen);
   const auto a16 = a.to(at::kBFloat16), b16 = b.to(at::kBFloat16);
   auto c = at::empty({rows, n}), c16 = at::empty({rows, n}, at::kBFloat16);
   auto time = [](auto&& f) {
