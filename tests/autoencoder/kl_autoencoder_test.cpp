@@ -225,6 +225,8 @@ TEST_CASE("training an autoencoder on shapes lowers the loss and reports PSNR an
   for (int i = 0; i < 5; ++i) first += losses[i] / 5, last += losses[35 + i] / 5;
   CHECK(last < 0.7 * first);
   CHECK(r.psnr > 10.0);
+  CHECK(r.psnr_held_out > 10.0);
+  CHECK(r.ssim_held_out > 0.0);
   CHECK(r.ssim > 0.0);
   CHECK(r.ssim <= 1.0);
   c.loss = "l3";
@@ -239,6 +241,29 @@ TEST_CASE("training an autoencoder on shapes lowers the loss and reports PSNR an
   CHECK((ra.precision == "f32" || ra.precision == "bf16"));
   c.precision = "f32";
   CHECK(training::train_autoencoder(vae, c).precision == "f32");
+}
+
+TEST_CASE("the autoencoder's evaluation images are fixed across seeds and never trained on", "[autoencoder][training]") {
+  auto c = training::AutoencoderTrainConfig::shapes_default();
+  c.image_size = 16;
+  c.train_images = 512;
+  c.eval_images = 16;
+  const auto a = training::autoencoder_eval_images(c);
+  c.seed = 7;
+  const auto b = training::autoencoder_eval_images(c);
+  CHECK(torch::equal(a.unseen, b.unseen));
+  CHECK(torch::equal(a.held_out, b.held_out));
+  REQUIRE(a.unseen.size(0) == 16);
+  CHECK_FALSE(torch::equal(a.unseen, a.held_out));
+  // none of them is an image training seed 0 draws (same world, examples 0 .. train_images - 1)
+  const auto train = training::shapes_images(c.train_images, c.image_size, 0, data::Split::Train).flatten(1);
+  for (const auto& set : {a.unseen, a.held_out}) {
+    const auto d = torch::cdist(set.flatten(1), train);  // (16, 512) distances
+    CHECK(d.min().item<double>() > 0.0);
+  }
+  // and they are real pictures of the split: not blank, not all alike
+  CHECK(a.unseen.std().item<double>() > 0.1);
+  CHECK((a.unseen[0] - a.unseen[1]).abs().max().item<double>() > 0.1);
 }
 
 TEST_CASE("bfloat16 autoencoder training computes the float32 loss to bfloat16 accuracy", "[autoencoder][training]") {

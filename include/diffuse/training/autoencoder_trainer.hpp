@@ -2,7 +2,9 @@
 // Training a KL autoencoder on the shapes world: reconstruction loss (L1 or L2) plus a small KL
 // weight (the LDM recipe without the adversarial and perceptual terms), AdamW with the rate decayed
 // over the budget (training/lr_schedule.hpp), seeded; reports
-// PSNR and SSIM (eval/metrics.hpp) on a fixed held-out set.
+// PSNR and SSIM (eval/metrics.hpp) on two fixed sets: unseen images of the training distribution
+// (the reconstruction figure, as the SD3 paper's Table 3 measures it) and images of the held-out
+// colour-shape combinations (how far the autoencoder generalises beyond what it was shown).
 #include <chrono>
 #include <cmath>
 #include <functional>
@@ -39,16 +41,30 @@ struct AutoencoderTrainConfig {
 
 struct AutoencoderTrainResult {
   int steps = 0;
-  double seconds = 0, final_loss = 0, psnr = 0, ssim = 0;
+  double seconds = 0, final_loss = 0;
+  double psnr = 0, ssim = 0;                  // unseen images of the training distribution
+  double psnr_held_out = 0, ssim_held_out = 0;  // images of the held-out combinations
   std::string precision;  // the one used: "auto" resolved
 };
 
-// Shapes images as a (N, 3, S, S) tensor in [-1, 1].
-inline torch::Tensor shapes_images(int count, int size, std::uint64_t seed, data::Split split) {
+// Shapes images as a (N, 3, S, S) tensor in [-1, 1]: examples first .. first + count - 1.
+inline torch::Tensor shapes_images(int count, int size, std::uint64_t seed, data::Split split, std::uint64_t first = 0) {
   const data::ShapesWorld world(size, seed);
   auto out = torch::empty({count, 3, size, size});
-  for (int i = 0; i < count; ++i) out[i] = pipeline::from_rgb(world.example(static_cast<std::uint64_t>(i), split).image);
+  for (int i = 0; i < count; ++i) out[i] = pipeline::from_rgb(world.example(first + static_cast<std::uint64_t>(i), split).image);
   return out;
+}
+
+// The evaluation sets, the same for every training seed so runs with different seeds compare on
+// the same images: world 0, training split from example 2^40 (training draws examples
+// 0 .. train_images - 1 < 2^31, so none of these was trained on), and the held-out split.
+struct AutoencoderEvalImages {
+  torch::Tensor unseen, held_out;
+};
+inline constexpr std::uint64_t autoencoder_eval_first = std::uint64_t{1} << 40;
+inline AutoencoderEvalImages autoencoder_eval_images(const AutoencoderTrainConfig& c) {
+  return {shapes_images(c.eval_images, c.image_size, 0, data::Split::Train, autoencoder_eval_first),
+          shapes_images(c.eval_images, c.image_size, 0, data::Split::HeldOut)};
 }
 
 inline eval::Image to_eval_image(const torch::Tensor& x) {  // (3, H, W) in [-1, 1] -> (H, W, 3) in [0, 255]
@@ -80,7 +96,7 @@ inline AutoencoderTrainResult train_autoencoder(autoencoder::KLAutoencoder& vae,
     throw InputError("autoencoder training: precision must be f32, bf16 or auto");
   torch::manual_seed(c.seed);
   const auto train = shapes_images(c.train_images, c.image_size, c.seed, data::Split::Train);
-  const auto held = shapes_images(c.eval_images, c.image_size, c.seed + 1, data::Split::HeldOut);
+  const auto eval_images = autoencoder_eval_images(c);
   torch::optim::AdamW opt(vae->parameters(), torch::optim::AdamWOptions(c.lr).weight_decay(0.0));
   auto gen = at::detail::createCPUGenerator(c.seed);
   const auto start = std::chrono::steady_clock::now();
@@ -119,7 +135,8 @@ inline AutoencoderTrainResult train_autoencoder(autoencoder::KLAutoencoder& vae,
     if (on_step) on_step(step + 1, r.final_loss);
   }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::tie(r.psnr, r.ssim) = reconstruction_metrics(vae, held);
+  std::tie(r.psnr, r.ssim) = reconstruction_metrics(vae, eval_images.unseen);
+  std::tie(r.psnr_held_out, r.ssim_held_out) = reconstruction_metrics(vae, eval_images.held_out);
   return r;
 }
 
