@@ -9,6 +9,7 @@
 #                                            bottleneck; writes docs/vae_table3_f16.md)
 #   FACTOR=32 bash scripts/vae_table3.sh    (32x, one latent vector per image: writes docs/vae_table3_f32.md)
 #   KL=0.003 bash scripts/vae_table3.sh     (KL weight, default 1e-6; another weight writes docs/vae_table3[_f16|_f32]_kl<KL>.md)
+#   REUSE=1 ...                             (keep models whose metrics.json exists: only the missing ones train)
 #   SEEDS="0 1 2" bash scripts/vae_table3.sh (one model per channel count and seed; the table gives each seed and the mean:
 #                                            two runs of one config differ by up to ~3 dB at 1000 steps)
 set -euo pipefail
@@ -35,6 +36,7 @@ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build "$build" --target diffuse_cli
 for s in "${seeds[@]}"; do
   for c in 4 8 16; do
+    if [ "${REUSE:-0}" = 1 ] && [ -f "$out/z${c}_s$s/metrics.json" ]; then continue; fi
     "$build/bin/diffuse" vae train --config "$out/config.json" "${budget[@]}" --z-channels "$c" --seed "$s" --out "$out/z${c}_s$s"
   done
 done

@@ -27,7 +27,8 @@ inline std::vector<std::string> split_parentheses(std::string_view s) {
     if (c == '(') {
       if (depth == 0) {
         if (!current.empty()) out.push_back(current);
-        current = "(";
+        current.clear();  // (not `current = "("`: GCC 12 -O3 -Wall flags that with a false -Wrestrict)
+        current.push_back('(');
       } else {
         current += c;
       }
@@ -82,8 +83,15 @@ inline void weights_into(std::string_view s, double weight, std::vector<Weighted
   }
 }
 
+// Built by appending (not std::string::replace, whose inlined copy GCC 12 -O3 flags with a false
+// -Wstringop-overflow).
 inline void replace_all(std::string& s, std::string_view from, std::string_view to) {
-  for (std::size_t p = 0; (p = s.find(from, p)) != std::string::npos; p += to.size()) s.replace(p, from.size(), to);
+  if (from.empty()) return;
+  std::string out;
+  out.reserve(s.size());
+  std::size_t p = 0;
+  for (std::size_t q; (q = s.find(from, p)) != std::string::npos; p = q + from.size()) out.append(s, p, q - p).append(to);
+  s = std::move(out.append(s, p, std::string::npos));
 }
 
 }  // namespace detail
