@@ -11,7 +11,7 @@
 #   KL=0.003 bash scripts/vae_table3.sh     (KL weight, default 1e-6; another weight writes docs/vae_table3[_f16|_f32]_kl<KL>.md)
 #   REUSE=1 ...                             (keep models whose metrics.json exists: only the missing ones train)
 #   SEEDS="0 1 2" bash scripts/vae_table3.sh (one model per channel count and seed; the table gives each seed and the mean:
-#                                            two runs of one config differ by up to ~3 dB at 1000 steps)
+#                                            seeds of one config differed by 3-7 dB at 1500 steps)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${DIFFUSE_BUILD_DIR:-$root/build}

@@ -94,7 +94,8 @@ void run_train(const TrainOptions& t) {
   const auto config_text = config_to_json(c).dump();
   io::save_safetensors(std::filesystem::path(t.out) / "vae.safetensors", w, {{"diffuse.train_config", config_text}});
   nlohmann::json m{{"steps", r.steps}, {"seconds", r.seconds}, {"final_loss", r.final_loss}, {"psnr", r.psnr},
-                   {"ssim", r.ssim}, {"psnr_held_out", r.psnr_held_out}, {"ssim_held_out", r.ssim_held_out}, {"z_channels", c.model.z_channels}, {"precision", r.precision},
+                   {"ssim", r.ssim}, {"psnr_held_out", r.psnr_held_out}, {"ssim_held_out", r.ssim_held_out},
+                   {"z_channels", c.model.z_channels}, {"precision", r.precision},
                    {"config", nlohmann::json::parse(config_text)}};
   const std::string text = m.dump(2) + "\n";
   io::AtomicFileWriter mw(std::filesystem::path(t.out) / "metrics.json");
