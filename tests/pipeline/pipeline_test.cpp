@@ -277,6 +277,24 @@ TEST_CASE("a trained model loads for generation and samples reproducibly", "[pip
   o.seed = 4;
   CHECK_FALSE(torch::equal(m.generate({"a red circle"}, o), b));
   CHECK_THROWS_AS(pipeline::TrainedModel<pipeline::SD3PixelRecipe>(d / "nothing"), InputError);
+
+  // Guidance in an interval of t: an interval no sampling step falls in is the unguided model,
+  // the full interval is plain CFG, one that covers some steps is neither.
+  o.steps = 4;
+  o.cfg = 1.0;
+  const auto unguided = m.generate({"a red circle"}, o);
+  o.cfg = 4.0;
+  const auto full = m.generate({"a red circle"}, o);
+  o.cfg_interval = {0.0, 0.0};  // the sampler never evaluates at t = 0
+  CHECK(torch::allclose(m.generate({"a red circle"}, o), unguided, 1e-5, 1e-6));
+  o.cfg_interval = {0.5, 1.0};
+  const auto part = m.generate({"a red circle"}, o);
+  CHECK_FALSE(torch::allclose(part, unguided, 1e-4, 1e-5));
+  CHECK_FALSE(torch::allclose(part, full, 1e-4, 1e-5));
+  o.cfg_interval = {0.0, 1.0};
+  CHECK(torch::equal(m.generate({"a red circle"}, o), full));
+  o.cfg_interval = {0.8, 0.2};
+  CHECK_THROWS_AS(m.generate({"a red circle"}, o), InputError);
 }
 
 // A variant is another typedef: DDPM's LDM-linear process with eps-prediction and uniform t,
@@ -345,6 +363,14 @@ TEST_CASE("diffuse train, sample and eval work end to end and refuse bad input",
   CHECK(text["sampler"] == "euler/linear");
   CHECK(text.count("shift") == 1);
   CHECK(text["model_hash"].size() == 16);
+  CHECK(text["cfg_interval"] == "[0, 1]");  // the model's default: every step
+  r = test::run_cli("sample --checkpoint " + out + " --prompt 'a red circle' --steps 2 --cfg-interval 0.2,0.8 --out " + png);
+  REQUIRE(r.exit_code == 0);
+  text.clear();
+  for (const auto& [k, v] : io::read_png_text(png)) text[k] = v;
+  CHECK(text["cfg_interval"] == "[0.2, 0.8]");
+  CHECK(test::run_cli("sample --checkpoint " + out + " --prompt x --cfg-interval 0.8,0.2 --out " + png).exit_code == 2);
+  CHECK(test::run_cli("sample --checkpoint " + out + " --prompt x --cfg-interval 0.5 --out " + png).exit_code == 2);
   std::ofstream(d / "prompts.json") << R"([{"prompt": "a red circle", "category": "single_object", "held_out": false},
     {"prompt": "two blue squares", "category": "counting", "held_out": false}])";
   r = test::run_cli("eval --checkpoint " + out + " --prompts " + (d / "prompts.json").string() + " --steps 2 --out " + (d / "ev").string());

@@ -73,9 +73,23 @@ struct SampleOptions {
   std::vector<std::string> prompts;
   int steps = 20, columns = 0, scale = 4;
   std::optional<double> cfg;  // default: the model's sample_cfg
+  std::vector<double> cfg_interval;  // default: the model's sample_cfg_interval
   double shift = 0;
   std::uint64_t seed = 0;
 };
+
+// --cfg-interval LO,HI, else the model's default.
+std::array<double, 2> cfg_interval_of(const std::vector<double>& given, const training::TrainConfig& c) {
+  const auto& v = given.empty() ? c.sample_cfg_interval : given;
+  if (v.size() != 2 || !(v[0] >= 0 && v[0] <= v[1] && v[1] <= 1))
+    throw InputError("--cfg-interval: give LO,HI with 0 <= LO <= HI <= 1");
+  return {v[0], v[1]};
+}
+std::string fmt_interval(const std::array<double, 2>& v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "[%g, %g]", v[0], v[1]);
+  return buf;
+}
 
 void run_sample(const SampleOptions& o) {
   configure_threads();
@@ -87,12 +101,14 @@ void run_sample(const SampleOptions& o) {
     const double cfg = o.cfg.value_or(m.config().sample_cfg);
     pipeline::GenerateOptions g;
     g.steps = o.steps, g.cfg = cfg, g.seed = o.seed, g.height = g.width = 0;
+    g.cfg_interval = cfg_interval_of(o.cfg_interval, m.config());
     const auto imgs = m.generate(o.prompts, g, o.shift);
     const double shift = o.shift > 0 ? o.shift : m.config().sample_shift;
     const std::map<std::string, std::string> text{{"prompt", o.prompts.size() == 1 ? o.prompts[0] : nlohmann::json(o.prompts).dump()},
                                                   {"seed", std::to_string(o.seed)},   {"steps", std::to_string(o.steps)},
                                                   {"cfg", std::to_string(cfg)},       {"sampler", typename P::sampler_type{}.name()},
                                                   {"shift", std::to_string(shift)},   {"model_hash", m.model_hash()},
+                                                  {"cfg_interval", fmt_interval(g.cfg_interval)},
                                                   {"Software", "diffuse sample"}};
     const int cols = o.columns > 0 ? o.columns : static_cast<int>(std::min<std::size_t>(o.prompts.size(), 8));
     io::write_png(o.out, pipeline::image_grid(imgs, cols, o.scale), text);
@@ -105,6 +121,7 @@ struct EvalOptions {
   std::string checkpoint, prompts, out, weights;
   int steps = 20, batch = 100;
   std::optional<double> cfg;  // default: the model's sample_cfg
+  std::vector<double> cfg_interval;  // default: the model's sample_cfg_interval
   double shift = 0;
   std::uint64_t seed = 0;
   bool lenient = false;
@@ -126,6 +143,7 @@ void run_eval(const EvalOptions& o) {
   with_recipe(recipe_of(o.checkpoint), [&]<class P>() {
     pipeline::TrainedModel<P> m(o.checkpoint, o.weights);
     const double cfg = o.cfg.value_or(m.config().sample_cfg);
+    const auto interval = cfg_interval_of(o.cfg_interval, m.config());
     eval::ShapesEvalOptions opt;
     opt.strict = !o.lenient;
     eval::ShapesScore score;
@@ -138,6 +156,7 @@ void run_eval(const EvalOptions& o) {
       for (std::size_t k = 0; k < n; ++k) texts.push_back(prompts[i + k].prompt);
       pipeline::GenerateOptions g;
       g.steps = o.steps, g.cfg = cfg, g.seed = o.seed + i * 7919, g.height = g.width = 0;
+      g.cfg_interval = interval;
       const auto imgs = m.generate(texts, g, o.shift);
       for (std::size_t k = 0; k < n; ++k) {
         const auto& p = prompts[i + k];
@@ -147,13 +166,15 @@ void run_eval(const EvalOptions& o) {
       progress.update(static_cast<int>(i + n));
     }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("GenEval-style score of %s (step %d, %s mode, %zu prompts, %d steps, cfg %.1f, %.0f s)\n%s",
-                m.weights().string().c_str(), m.step(), opt.strict ? "strict" : "lenient", prompts.size(), o.steps, cfg, secs,
+    std::printf("GenEval-style score of %s (step %d, %s mode, %zu prompts, %d steps, cfg %.1f on t in %s, %.0f s)\n%s",
+                m.weights().string().c_str(), m.step(), opt.strict ? "strict" : "lenient", prompts.size(), o.steps, cfg,
+                fmt_interval(interval).c_str(), secs,
                 score.table().c_str());
     if (!o.out.empty()) {
       fs::create_directories(o.out);
       auto j = score.to_json();
       j["weights"] = m.weights().string(), j["step"] = m.step(), j["steps"] = o.steps, j["cfg"] = cfg, j["seed"] = o.seed;
+      j["cfg_interval"] = interval;
       j["strict"] = opt.strict, j["seconds"] = secs;
       training::trainer_detail::write_text(fs::path(o.out) / "eval.json", j.dump(2) + "\n");
       io::write_png(fs::path(o.out) / "eval_samples.png", pipeline::image_grid(torch::cat(sheet), 8, 3));  // <= 48 images
@@ -185,6 +206,8 @@ void add_train(CLI::App& app) {
   sc->add_option("--seed", s->seed, "seed of the initial noise")->capture_default_str();
   sc->add_option("--steps", s->steps, "sampling steps")->capture_default_str();
   sc->add_option("--cfg", s->cfg, "classifier-free guidance scale (1: none; default: the model's sample_cfg)");
+  sc->add_option("--cfg-interval", s->cfg_interval, "LO,HI: guide only for t in [LO, HI] (default: the model's sample_cfg_interval)")
+      ->expected(2)->delimiter(',');
   sc->add_option("--shift", s->shift, "schedule shift (default: the model's)");
   sc->add_option("--weights", s->weights, "backbone weights instead of the checkpoint's EMA (e.g. a snapshot)");
   sc->add_option("--scale", s->scale, "nearest-neighbour upscaling of the PNG")->capture_default_str();
@@ -199,6 +222,8 @@ void add_train(CLI::App& app) {
   ec->add_option("--seed", e->seed, "seed of the initial noise")->capture_default_str();
   ec->add_option("--steps", e->steps, "sampling steps")->capture_default_str();
   ec->add_option("--cfg", e->cfg, "classifier-free guidance scale (default: the model's sample_cfg)");
+  ec->add_option("--cfg-interval", e->cfg_interval, "LO,HI: guide only for t in [LO, HI] (default: the model's sample_cfg_interval)")
+      ->expected(2)->delimiter(',');
   ec->add_option("--shift", e->shift, "schedule shift (default: the model's)");
   ec->add_option("--batch", e->batch, "prompts per sampling batch")->capture_default_str();
   ec->add_option("--weights", e->weights, "backbone weights instead of the checkpoint's EMA (e.g. a snapshot)");

@@ -4,6 +4,7 @@
 // (state z_t, sigma = t, sampling/guidance.hpp); any other forward process through its prediction
 // target (state z / a with sigma = b / a, sampling/guidance.hpp's process form), so every objective
 // of the paper's comparison can be sampled from the same pipeline.
+#include <array>
 #include <cstdint>
 #include <string>
 #include <type_traits>
@@ -19,6 +20,9 @@ namespace diffuse::pipeline {
 struct GenerateOptions {
   int steps = 20;
   double cfg = 4.0;
+  // Guidance only where lo <= t <= hi (t = sigma for rectified flow), the plain conditional model
+  // elsewhere: "guidance in a limited interval" (Kynkaenniemi et al. 2024). {0, 1}: every step.
+  std::array<double, 2> cfg_interval{0.0, 1.0};
   std::uint64_t seed = 0;
   int height = 32, width = 32;
   sampling::StepCallback on_step;
@@ -41,6 +45,8 @@ torch::Tensor generate(backbone::MMDiT& model, const typename P::conditioning_ty
                        const typename P::objective_type& objective, const std::vector<std::string>& prompts,
                        const GenerateOptions& o) {
   torch::NoGradGuard g;
+  if (!(o.cfg_interval[0] >= 0 && o.cfg_interval[0] <= o.cfg_interval[1] && o.cfg_interval[1] <= 1))
+    throw InputError("generate: the guidance interval must satisfy 0 <= lo <= hi <= 1");
   model->eval();
   const auto n = static_cast<std::int64_t>(prompts.size());
   const int f = ae.factor();
@@ -58,6 +64,10 @@ torch::Tensor generate(backbone::MMDiT& model, const typename P::conditioning_ty
                                  const torch::Tensor& ctx, const std::set<int>& skip) { return model->forward(x, t, y, ctx, skip); };
     sampling::Guidance gd;
     gd.cfg_scale = o.cfg;
+    if (o.cfg_interval[0] > 0 || o.cfg_interval[1] < 1)
+      gd.cfg_schedule = [cfg = o.cfg, lo = o.cfg_interval[0], hi = o.cfg_interval[1]](int, double sigma) {
+        return sigma >= lo && sigma <= hi ? cfg : 1.0;
+      };
     const auto den = sampling::guided_flow_denoiser(fm, c, u, gd, o.steps);
     latents = sampler.sample(den, noise, o.steps, o.on_step).x;
   } else {
@@ -77,7 +87,8 @@ torch::Tensor generate(backbone::MMDiT& model, const typename P::conditioning_ty
                                                     torch::full_like(z, k.da), torch::full_like(z, k.db)};
       const auto x0 = Target::to_x0_eps(pred, z, kt).x0;
       const auto pos = x0.narrow(0, 0, n), neg = x0.narrow(0, n, n);
-      return torch::Tensor(neg + (pos - neg) * o.cfg);
+      const double scale = t >= o.cfg_interval[0] && t <= o.cfg_interval[1] ? o.cfg : 1.0;
+      return torch::Tensor(neg + (pos - neg) * scale);
     };
     latents = sampler.method.sample(den, noise * sigmas.front(), sigmas, o.on_step).x;
   }

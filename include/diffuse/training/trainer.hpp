@@ -70,7 +70,8 @@ struct TrainConfig {
                            (int, steps), (double, minutes),  // budget: minutes > 0 wins
                            (std::uint64_t, seed), (int, log_every), (int, validate_every), (int, checkpoint_every),
                            (double, checkpoint_minutes), (std::vector<double>, snapshot_minutes),
-                           (int, sample_steps), (double, sample_cfg), (double, sample_shift));
+                           (int, sample_steps), (double, sample_cfg), (double, sample_shift),
+                           (std::vector<double>, sample_cfg_interval));  // {lo, hi}: guidance only for t in it
 
   // The shapes world's default model (docs/training.md says how these were chosen).
   static TrainConfig shapes_default() {
@@ -102,6 +103,7 @@ struct TrainConfig {
     c.sample_steps = 20;
     c.sample_cfg = 5.5;  // 4 -> 5.5: +0.02-0.03 on two seeds at 60 minutes; at 10 within noise (docs/training.md)
     c.sample_shift = 1.0;
+    c.sample_cfg_interval = {0.0, 1.0};
     return c;
   }
   void validate() const {
@@ -118,6 +120,9 @@ struct TrainConfig {
     if (log_every < 1) bad("log_every must be at least 1");
     if (precision != "f32" && precision != "bf16" && precision != "auto") bad("precision must be f32, bf16 or auto");
     check_lr_decay(lr_decay, "train config: lr_decay");
+    if (sample_cfg_interval.size() != 2 || !(sample_cfg_interval[0] >= 0 && sample_cfg_interval[0] <= sample_cfg_interval[1] &&
+                                             sample_cfg_interval[1] <= 1))
+      bad("sample_cfg_interval must be [lo, hi] with 0 <= lo <= hi <= 1");
   }
 };
 
