@@ -2,8 +2,10 @@
 // FLOP/s (matrix products: 3x the forward's, for forward + backward), next to this machine's GEMM
 // FLOP/s at the step's typical product shape measured in the same run, in f32 and bf16.
 //   ./bench_train_step [--steps 30] [--batch B (default: the config's)] [--config FILE]
-//                      [--profile trace.json]   (bf16 only: a Chrome trace of 5 profiled steps;
-//                       scripts/profile_summary.py adds up self time per operator and phase)
+//                      [--precision f32|bf16 (default: both)]
+//                      [--profile trace.json]   (a Chrome trace of 5 profiled steps of each precision
+//                       run, trace.json.<precision>; scripts/profile_summary.py adds up self time
+//                       per operator and phase)
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -36,7 +38,7 @@ double gemm_flops(torch::ScalarType dtype, std::int64_t m, std::int64_t k, std::
 int main(int argc, char** argv) {
   diffuse::tune_runtime(argv);
   int steps = 30, batch = 0;  // 0: the config's batch
-  std::string config, profile;
+  std::string config, profile, only;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
@@ -44,8 +46,10 @@ int main(int argc, char** argv) {
     else if (a == "--batch") batch = std::stoi(next());
     else if (a == "--config") config = next();
     else if (a == "--profile") profile = next();
+    else if (a == "--precision" && (only = next()) != "" && (only == "f32" || only == "bf16")) continue;
     else {
-      std::fprintf(stderr, "usage: %s [--steps N] [--batch B] [--config TrainConfig.json] [--profile trace.json]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--steps N] [--batch B] [--config TrainConfig.json] [--precision f32|bf16] [--profile trace.json]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -58,7 +62,7 @@ int main(int argc, char** argv) {
   std::printf("training step of the shapes model, batch %d, %d threads, %d timed steps after 5 warm-up steps\n", batch, threads, steps);
   std::printf("%-6s %10s %10s %14s %14s %8s\n", "dtype", "step ms", "img/s", "model GFLOP/s", "GEMM GFLOP/s", "ratio");
   for (const char* precision : {"f32", "bf16"}) {
-    if (!profile.empty() && std::string(precision) == "f32") continue;
+    if (!only.empty() && only != precision) continue;
     auto c = base;
     c.precision = precision;
     training::Trainer<pipeline::SD3PixelRecipe> t(dir / precision, c, false);
@@ -75,7 +79,7 @@ int main(int argc, char** argv) {
     std::printf("%-6s %10.1f %10.0f %14.1f %14.1f %7.0f%%\n", precision, s * 1e3, batch / s, achieved / 1e9, gemm / 1e9,
                 100 * achieved / gemm);
     if (!profile.empty()) {
-      torch::autograd::profiler::RecordProfile guard(profile);
+      torch::autograd::profiler::RecordProfile guard(profile + "." + precision);
       for (int i = 0; i < 5; ++i) t.train_step();
     }
   }
