@@ -76,8 +76,9 @@ struct TrainConfig {
   // The shapes world's default model (docs/training.md says how these were chosen).
   static TrainConfig shapes_default() {
     TrainConfig c{};
-    // MLP ratio 2, not the paper's 4: 1.2x the steps in 10 minutes (5561 against ~4300) and 0.31
-    // against 0.23 strict (three noise seeds each; docs/training.md, 2026-11-29)
+    // MLP ratio 2, not the paper's 4: 1.2x the steps in 10 minutes (5561 against ~4300) and a strict
+    // score of 0.31 at 10 minutes against 0.23 for ratio 4 at 4000 steps (means over three noise
+    // seeds; docs/training.md, 2026-11-29)
     c.model = {4, 128, 2, 4, 3, 0, 64, 64, 8, 2.0, true, {}};
     c.text = encoders::CaptionEncoderConfig::shapes_default();
     c.image_size = 32;
