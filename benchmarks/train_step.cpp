@@ -38,7 +38,8 @@ double gemm_flops(torch::ScalarType dtype, std::int64_t m, std::int64_t k, std::
 int main(int argc, char** argv) {
   diffuse::tune_runtime(argv);
   int steps = 30, batch = 0;  // 0: the config's batch
-  std::string config, profile, only;
+  std::string config, profile, only;  // only: one precision instead of both
+  bool unknown = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
@@ -46,8 +47,9 @@ int main(int argc, char** argv) {
     else if (a == "--batch") batch = std::stoi(next());
     else if (a == "--config") config = next();
     else if (a == "--profile") profile = next();
-    else if (a == "--precision" && (only = next()) != "" && (only == "f32" || only == "bf16")) continue;
-    else {
+    else if (a == "--precision") only = next();
+    else unknown = true;
+    if (unknown || (!only.empty() && only != "f32" && only != "bf16")) {
       std::fprintf(stderr, "usage: %s [--steps N] [--batch B] [--config TrainConfig.json] [--precision f32|bf16] [--profile trace.json]\n",
                    argv[0]);
       return 2;

@@ -81,7 +81,7 @@ struct SampleOptions {
 // --cfg-interval LO,HI, else the model's default.
 std::array<double, 2> cfg_interval_of(const std::vector<double>& given, const training::TrainConfig& c) {
   const auto& v = given.empty() ? c.sample_cfg_interval : given;
-  if (v.size() != 2 || !(v[0] >= 0 && v[0] <= v[1] && v[1] <= 1))
+  if (v.size() != 2 || !pipeline::valid_cfg_interval(v[0], v[1]))
     throw InputError("--cfg-interval: give LO,HI with 0 <= LO <= HI <= 1");
   return {v[0], v[1]};
 }

@@ -17,6 +17,9 @@
 
 namespace diffuse::pipeline {
 
+// A guidance interval [lo, hi] of t (GenerateOptions::cfg_interval): 0 <= lo <= hi <= 1.
+inline bool valid_cfg_interval(double lo, double hi) { return lo >= 0 && lo <= hi && hi <= 1; }
+
 struct GenerateOptions {
   int steps = 20;
   double cfg = 4.0;
@@ -45,7 +48,7 @@ torch::Tensor generate(backbone::MMDiT& model, const typename P::conditioning_ty
                        const typename P::objective_type& objective, const std::vector<std::string>& prompts,
                        const GenerateOptions& o) {
   torch::NoGradGuard g;
-  if (!(o.cfg_interval[0] >= 0 && o.cfg_interval[0] <= o.cfg_interval[1] && o.cfg_interval[1] <= 1))
+  if (!valid_cfg_interval(o.cfg_interval[0], o.cfg_interval[1]))
     throw InputError("generate: the guidance interval must satisfy 0 <= lo <= hi <= 1");
   model->eval();
   const auto n = static_cast<std::int64_t>(prompts.size());

@@ -123,8 +123,7 @@ struct TrainConfig {
     if (log_every < 1) bad("log_every must be at least 1");
     if (precision != "f32" && precision != "bf16" && precision != "auto") bad("precision must be f32, bf16 or auto");
     check_lr_decay(lr_decay, "train config: lr_decay");
-    if (sample_cfg_interval.size() != 2 || !(sample_cfg_interval[0] >= 0 && sample_cfg_interval[0] <= sample_cfg_interval[1] &&
-                                             sample_cfg_interval[1] <= 1))
+    if (sample_cfg_interval.size() != 2 || !pipeline::valid_cfg_interval(sample_cfg_interval[0], sample_cfg_interval[1]))
       bad("sample_cfg_interval must be [lo, hi] with 0 <= lo <= hi <= 1");
   }
 };
