@@ -195,6 +195,112 @@ TEST_CASE("a resumed run repeats the uninterrupted run's losses exactly", "[pipe
   CHECK_FALSE(std::filesystem::exists(d / "killed" / "ckpt-0000003"));  // superseded checkpoints are removed
 }
 
+TEST_CASE("a batch split over worker threads trains the same model as one thread, and resumes exactly", "[pipeline][training]") {
+  TempDir d;
+  auto c = tiny_config();
+  c.steps = 4;
+  std::vector<std::vector<double>> runs;
+  std::vector<torch::Tensor> weights;
+  for (int workers : {1, 2, 3}) {
+    c.workers = workers;
+    std::vector<std::string> lines;
+    training::TrainCallbacks cb;
+    cb.log = [&](const std::string& l) { lines.push_back(l); };
+    training::Trainer<pipeline::SD3PixelRecipe> t(d / ("w" + std::to_string(workers)), c, false, cb);
+    t.run();
+    const bool split = std::any_of(lines.begin(), lines.end(), [](const std::string& l) { return l.find("worker threads") != std::string::npos; });
+    CHECK(split == (workers > 1));
+    runs.push_back(losses(d / ("w" + std::to_string(workers)) / "metrics.jsonl"));
+    torch::NoGradGuard g;
+    std::vector<torch::Tensor> flat;
+    for (const auto& p : t.model()->parameters()) flat.push_back(p.reshape({-1}));
+    weights.push_back(torch::cat(flat));
+  }
+  // The shards' gradients add up to the whole batch's: the same losses and weights up to the
+  // order of float32 sums (3 shards of 8: 3, 3 and 2 examples).
+  for (std::size_t r = 1; r < runs.size(); ++r) {
+    REQUIRE(runs[r].size() == runs[0].size());
+    for (std::size_t i = 0; i < runs[0].size(); ++i) CHECK(runs[r][i] == Approx(runs[0][i]).epsilon(1e-4));
+    CHECK((weights[r] - weights[0]).abs().max().item<double>() < 1e-4);
+  }
+  CHECK((weights[0] - weights[1]).abs().max().item<double>() > 0);  // a different sum order: not the same path
+  // Split runs are reproducible and resumable: killed after step 3 (checkpoint at 2), resumed.
+  c.workers = 2;
+  c.checkpoint_every = 2;
+  training::TrainCallbacks cb;
+  cb.keep_going = [](int step) -> bool {
+    if (step == 3) throw std::runtime_error("killed");
+    return true;
+  };
+  {
+    training::Trainer<pipeline::SD3PixelRecipe> t(d / "killed", c, false, cb);
+    CHECK_THROWS_WITH(t.run(), "killed");
+  }
+  {
+    training::Trainer<pipeline::SD3PixelRecipe> t(d / "killed", c, true);
+    CHECK(t.step() == 2);
+    t.run();
+  }
+  const auto resumed = losses(d / "killed" / "metrics.jsonl");
+  REQUIRE(resumed.size() == runs[1].size());
+  for (std::size_t i = 0; i < resumed.size(); ++i) CHECK(resumed[i] == runs[1][i]);
+  c.workers = -1;
+  CHECK_THROWS_WITH(training::Trainer<pipeline::SD3PixelRecipe>(d / "bad", c, false), Catch::Contains("workers"));
+}
+
+TEST_CASE("category weights set the training mix; AdamW's betas come from the config", "[pipeline][training]") {
+  using training::shapes_example_weights;
+  CHECK_FALSE(shapes_example_weights({}, 0, 12).defined());
+  CHECK_THROWS_AS(shapes_example_weights({1, 2}, 0, 12), InputError);
+  // Example i shows category i mod 6; its weight is that category's.
+  const auto w = shapes_example_weights({1, 0, 3, 0, 0, 2}, 6, 12);
+  REQUIRE(w.numel() == 12);
+  for (int i = 0; i < 12; ++i) {
+    const double expect[6] = {1, 0, 3, 0, 0, 2};
+    CHECK(w[i].item<double>() == expect[(6 + i) % 6]);
+  }
+  // Drawn as the trainer draws: shares 1/6, 3/6, 2/6, none from a zero weight.
+  auto gen = at::detail::createCPUGenerator(11);
+  const auto idx = torch::multinomial(shapes_example_weights({1, 0, 3, 0, 0, 2}, 0, 600), 6000, true, gen);
+  const auto cat = idx.remainder(6);
+  const double n = 6000;
+  CHECK((cat == 1).sum().item<double>() + (cat == 3).sum().item<double>() + (cat == 4).sum().item<double>() == 0);
+  CHECK((cat == 0).sum().item<double>() / n == Approx(1.0 / 6).margin(0.02));  // ~4.6 sigma
+  CHECK((cat == 2).sum().item<double>() / n == Approx(3.0 / 6).margin(0.03));
+  CHECK((cat == 5).sum().item<double>() / n == Approx(2.0 / 6).margin(0.03));
+  // In the trainer: a mix trains; bad mixes and betas are refused by name.
+  TempDir d;
+  auto c = tiny_config();
+  c.steps = 3;
+  c.category_weights = {0, 1, 1, 0, 1, 1};
+  std::vector<double> betas_999, betas_95;
+  {
+    training::Trainer<pipeline::SD3PixelRecipe> t(d / "mix", c, false);
+    t.run();
+    betas_999 = losses(d / "mix" / "metrics.jsonl");
+  }
+  c.adam_beta2 = 0.5;  // the second moment forgets fast: steps 2 and 3 move differently
+  {
+    training::Trainer<pipeline::SD3PixelRecipe> t(d / "beta", c, false);
+    t.run();
+    betas_95 = losses(d / "beta" / "metrics.jsonl");
+  }
+  REQUIRE(betas_999.size() == 3);
+  REQUIRE(betas_95.size() == 3);
+  CHECK(betas_95[0] == betas_999[0]);  // the same first batch and weights
+  CHECK(betas_95[2] != betas_999[2]);
+  auto bad = tiny_config();
+  bad.category_weights = {1, 1, 1};
+  CHECK_THROWS_WITH(training::Trainer<pipeline::SD3PixelRecipe>(d / "bad1", bad, false), Catch::Contains("6 weights"));
+  bad.category_weights = {0, 0, 0, 0, 0, 0};
+  CHECK_THROWS_WITH(training::Trainer<pipeline::SD3PixelRecipe>(d / "bad2", bad, false), Catch::Contains("not all be 0"));
+  bad.category_weights = {1, -1, 1, 1, 1, 1};
+  CHECK_THROWS_WITH(training::Trainer<pipeline::SD3PixelRecipe>(d / "bad3", bad, false), Catch::Contains(">= 0"));
+  bad = tiny_config();
+  bad.adam_beta2 = 1.0;
+  CHECK_THROWS_WITH(training::Trainer<pipeline::SD3PixelRecipe>(d / "bad4", bad, false), Catch::Contains("adam_beta2"));
+}
+
 TEST_CASE("precision auto is resolved by timing both dtypes' products, logged, and kept as auto in the run's config", "[pipeline][training]") {
   // The probe: a choice that follows from its own measurement and the stated threshold.
   const auto choice = training::choose_precision(256, 64, 256, 3);

@@ -5,6 +5,10 @@
 #include <algorithm>
 #include <thread>
 
+#if defined(__linux__)
+#include <sched.h>
+#endif
+
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 #include <torch/version.h>
@@ -17,10 +21,22 @@
 
 namespace diffuse {
 
+// The hardware threads this process may run on: its CPU affinity where the OS reports one (a run
+// pinned with `taskset -c 0` or a container's cpuset gets 1, not the machine's count, which
+// std::thread::hardware_concurrency() returns and which would oversubscribe the allowed cores).
+inline int usable_hardware_threads() {
+#if defined(__linux__)
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+#endif
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
 // LibTorch may start with a single intra-op thread (measured on the 2-core CI machine), so
-// programs call this once. `threads <= 0` means one per hardware thread.
+// programs call this once. `threads <= 0` means one per usable hardware thread.
 inline int configure_threads(int threads = 0) {
-  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (threads <= 0) threads = usable_hardware_threads();
   at::set_num_threads(threads);
   return threads;
 }

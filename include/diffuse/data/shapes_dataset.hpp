@@ -51,6 +51,10 @@ inline std::uint64_t mix_seed(std::uint64_t seed, std::uint64_t index) {
   return z ^ (z >> 31);
 }
 
+// Example `index` of a world shows a prompt of this category: the six take turns, so any run of
+// consecutive examples holds them in equal shares.
+inline Category category_of_example(std::uint64_t index) { return all_categories[index % all_categories.size()]; }
+
 class ShapesWorld {
  public:
   explicit ShapesWorld(int size = 32, std::uint64_t seed = 0) : size_(size), seed_(seed) {
@@ -102,7 +106,7 @@ class ShapesWorld {
 
   Example example(std::uint64_t index, Split split = Split::Train) const {
     std::mt19937_64 rng(mix_seed(seed_ ^ (split == Split::HeldOut ? 0x5EEDull : 0ull), index));
-    const Category cat = all_categories[index % all_categories.size()];
+    const Category cat = category_of_example(index);
     Example e;
     e.category = cat;
     e.prompt = sample_prompt(cat, split, rng);

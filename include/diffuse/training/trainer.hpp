@@ -50,6 +50,7 @@
 #include "diffuse/training/flat_adamw.hpp"
 #include "diffuse/training/lr_schedule.hpp"
 #include "diffuse/training/precision_choice.hpp"
+#include "diffuse/training/shard_pool.hpp"
 
 namespace diffuse::training {
 
@@ -62,11 +63,15 @@ struct TrainConfig {
                            (int, batch), (double, lr), (int, warmup_steps),
                            (std::string, lr_decay),  // constant | cosine | linear over the budget, after warmup
                            (double, weight_decay), (double, grad_clip),
+                           (double, adam_beta1), (double, adam_beta2),  // AdamW's moment decays
                            (double, ema_decay),
+                           (std::vector<double>, category_weights),  // training mix over the six shapes
+                                                                     // categories; empty: equal shares
                            (double, drop_rate),  // per conditioning input (context, pooled), independently
                            (double, timestep_shift),  // SD3 eq. 23 applied to the sampled training t (1: none)
                            (std::string, precision),  // "f32", "bf16" (mixed: bf16 products, f32 weights) or
                                                       // "auto" (bf16 where its products are measured faster)
+                           (int, workers),  // threads splitting each batch (one core each); 0: one per usable core
                            (int, steps), (double, minutes),  // budget: minutes > 0 wins
                            (std::uint64_t, seed), (int, log_every), (int, validate_every), (int, checkpoint_every),
                            (double, checkpoint_minutes), (std::vector<double>, snapshot_minutes),
@@ -91,10 +96,14 @@ struct TrainConfig {
     c.lr_decay = "cosine";  // to zero over the budget: 0.733 against 0.703 at 60 minutes (docs/training.md)
     c.weight_decay = 0.0;
     c.grad_clip = 1.0;
+    c.adam_beta1 = 0.9;
+    c.adam_beta2 = 0.999;
     c.ema_decay = 0.999;
+    c.category_weights = {};  // every cached example equally likely: the dataset's equal shares
     c.drop_rate = 0.316;  // sqrt(0.1): both inputs dropped for ~10% of examples, as SD3's 46.4%^3
     c.timestep_shift = 1.0;
     c.precision = "auto";  // bf16 steps 1.7x faster on AMX machines, 1.23x slower without (precision_choice.hpp)
+    c.workers = 0;  // 2 on the 2-core CI machine: a step 1.55x faster than the batch on one thread (docs/training.md)
     c.steps = 2000;
     c.minutes = 0;
     c.seed = 0;
@@ -114,13 +123,25 @@ struct TrainConfig {
     if (batch < 1) bad("batch must be at least 1");
     if (examples < batch) bad("examples must be at least batch");
     if (!(lr > 0) || warmup_steps < 0 || weight_decay < 0 || grad_clip < 0) bad("lr > 0, warmup_steps, weight_decay, grad_clip >= 0");
+    if (!(adam_beta1 >= 0 && adam_beta1 < 1) || !(adam_beta2 >= 0 && adam_beta2 < 1)) bad("adam_beta1 and adam_beta2 must be in [0, 1)");
     if (!(ema_decay >= 0 && ema_decay < 1)) bad("ema_decay must be in [0, 1)");
+    if (!category_weights.empty()) {
+      if (category_weights.size() != data::all_categories.size())
+        bad("category_weights needs 6 weights (single_object, two_object, counting, colors, position, color_attr)");
+      double total = 0;
+      for (double w : category_weights) {
+        if (!(w >= 0) || !std::isfinite(w)) bad("category_weights must be finite and >= 0");
+        total += w;
+      }
+      if (!(total > 0)) bad("category_weights must not all be 0");
+    }
     if (!(drop_rate >= 0 && drop_rate <= 1)) bad("drop_rate must be in [0, 1]");
     if (!(timestep_shift > 0)) bad("timestep_shift must be positive");
     if (steps < 0 || minutes < 0 || (steps == 0 && minutes == 0)) bad("give steps > 0 or minutes > 0");
     if (validation_examples < 1) bad("validation_examples must be at least 1");
     if (image_size < 16) bad("image_size must be at least 16");
     if (log_every < 1) bad("log_every must be at least 1");
+    if (workers < 0) bad("workers must be >= 0 (0: one per usable core)");
     if (precision != "f32" && precision != "bf16" && precision != "auto") bad("precision must be f32, bf16 or auto");
     check_lr_decay(lr_decay, "train config: lr_decay");
     if (sample_cfg_interval.size() != 2 || !pipeline::valid_cfg_interval(sample_cfg_interval[0], sample_cfg_interval[1]))
@@ -179,6 +200,20 @@ inline void load_into(torch::nn::Module& m, const std::filesystem::path& file) {
 }
 
 }  // namespace trainer_detail
+
+// Sampling weights of the shapes examples [first, first + count) for a training mix over the six
+// categories (TrainConfig::category_weights, in data::all_categories order): each example weighs its
+// category's weight, so a category's share of the batches is its weight over the sum. Empty
+// weights: an undefined tensor (every example equally likely, the dataset's equal shares).
+inline torch::Tensor shapes_example_weights(const std::vector<double>& category_weights, std::int64_t first, std::int64_t count) {
+  if (category_weights.empty()) return {};
+  if (category_weights.size() != data::all_categories.size()) throw InputError("category_weights: need one weight per category (6)");
+  auto w = torch::empty({count}, torch::kFloat64);
+  auto a = w.accessor<double, 1>();
+  for (std::int64_t i = 0; i < count; ++i)
+    a[i] = category_weights[static_cast<std::size_t>(data::category_of_example(static_cast<std::uint64_t>(first + i)))];
+  return w;
+}
 
 // Conditioning dropout (SD3 paper, section 5.3: each text encoder dropped independently, 46.3%):
 // here the context and the pooled vector are dropped independently with probability `rate`
@@ -245,6 +280,7 @@ class Trainer {
     });
     log("feature cache " + cache_.path + " (" + std::to_string(cache_.size()) + " examples, " +
         fmt_seconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()) + ")");
+    example_weights_ = shapes_example_weights(c_.category_weights, spec.first, cache_.size());
     // Validation: unseen examples after the cached ones.
     ShapesDataSpec vspec{c_.image_size, c_.data_seed, c_.examples, c_.validation_examples};
     auto [vcap, vimg] = render_examples(vspec);
@@ -263,9 +299,12 @@ class Trainer {
     for (auto& p : ema_->parameters()) p.set_requires_grad(false);
     AdamWSettings adamw;
     adamw.weight_decay = c_.weight_decay;
+    adamw.beta1 = c_.adam_beta1;
+    adamw.beta2 = c_.adam_beta2;
     opt_ = std::make_unique<FlatAdamW>(model_->parameters(), adamw);  // the model's weights become views of one buffer
     ema_flat_ = flatten_into_one(ema_->parameters());
     if (resume) restore();
+    start_workers();
     const std::int64_t image_tokens = val_x0_.size(2) / c_.model.patch * (val_x0_.size(3) / c_.model.patch);
     if (c_.precision == "auto") {
       const auto choice = choose_precision();
@@ -306,7 +345,8 @@ class Trainer {
     enter("diffuse::batch");
     auto gen = at::detail::createCPUGenerator(trainer_detail::step_seed(c_.seed, step_));
     const auto b = c_.batch;
-    const auto idx = torch::randint(cache_.size(), {b}, gen, torch::kLong);
+    const auto idx = example_weights_.defined() ? torch::multinomial(example_weights_, b, true, gen)
+                                                : torch::randint(cache_.size(), {b}, gen, torch::kLong);
     const auto x0 = cache_.latents.index_select(0, idx);
     auto ctx = cache_.context.index_select(0, idx);
     auto pooled = cache_.pooled.index_select(0, idx);
@@ -320,18 +360,47 @@ class Trainer {
     const auto t = trainer_detail::sample_training_t(objective_, c_.timestep_shift, b, gen, x0);
     const auto noise = torch::randn(x0.sizes(), gen, torch::TensorOptions().dtype(torch::kFloat32));
     const auto in = objective_.inputs(x0, noise, t);
-    torch::Tensor out;
-    enter("diffuse::forward");
-    {
-      CpuAutocast amp(bf16_);
-      out = model_->forward(in.z, t * 1000.0, pooled, ctx);
-    }
-    const auto loss = objective_.loss(out.to(torch::kFloat32), x0, noise, t).mean();
     const double lr = lr_at(step_);
     opt_->zero_grad();
-    enter("diffuse::backward");
-    loss.backward();
-    const double loss_v = loss.template item<double>();
+    double loss_v = 0;
+    if (!pool_) {
+      torch::Tensor out;
+      enter("diffuse::forward");
+      {
+        CpuAutocast amp(bf16_);
+        out = model_->forward(in.z, t * 1000.0, pooled, ctx);
+      }
+      const auto loss = objective_.loss(out.to(torch::kFloat32), x0, noise, t).mean();
+      enter("diffuse::backward");
+      loss.backward();
+      loss_v = loss.template item<double>();
+    } else {
+      // Shard k of the batch on worker k and its replica; each shard's mean loss weighted by its
+      // share of the batch, so the replicas' gradients add up to the whole batch's, in a fixed order.
+      enter("diffuse::shards");
+      std::vector<double> shard_loss(static_cast<std::size_t>(pool_->size()));
+      pool_->run([&](int k) {
+        const std::int64_t lo = b * k / pool_->size(), hi = b * (k + 1) / pool_->size();
+        auto& m = k == 0 ? model_ : replicas_[static_cast<std::size_t>(k - 1)];
+        m->train();
+        auto part = [&](const torch::Tensor& x) { return x.narrow(0, lo, hi - lo); };
+        torch::Tensor out;
+        {
+          CpuAutocast amp(bf16_);
+          out = m->forward(part(in.z), part(t) * 1000.0, part(pooled), part(ctx));
+        }
+        const auto loss = objective_.loss(out.to(torch::kFloat32), part(x0), part(noise), part(t)).mean() *
+                          (static_cast<double>(hi - lo) / static_cast<double>(b));
+        loss.backward();
+        shard_loss[static_cast<std::size_t>(k)] = loss.template item<double>();
+      });
+      torch::NoGradGuard g;
+      for (std::size_t k = 0; k < replica_grads_.size(); ++k) {
+        opt_->gradients().add_(replica_grads_[k]);
+        replica_grads_[k].zero_();
+      }
+      for (double l : shard_loss) loss_v += l;
+    }
     enter("diffuse::clip");
     const double norm = opt_->clip_grad_norm(c_.grad_clip);
     if (!std::isfinite(loss_v) || !std::isfinite(norm)) non_finite(loss_v, norm);
@@ -552,6 +621,34 @@ class Trainer {
     trainer_detail::write_text(dir_ / "metrics.jsonl", text);
     log("resumed at step " + std::to_string(step_) + " from " + ck.string());
   }
+  // Worker threads for the batch's shards (config `workers`; 0: one per usable core, at most one per
+  // example). Worker 0 runs the model itself; each other worker a replica whose parameters are
+  // views of the model's (so the optimizer's update reaches all) with gradients of its own.
+  void start_workers() {
+    const int n = std::min(c_.workers > 0 ? c_.workers : usable_hardware_threads(), c_.batch);
+    if (n <= 1) return;
+    const auto params = model_->parameters();
+    for (int k = 1; k < n; ++k) {
+      auto r = P::backbone_type::create(c_.model);
+      auto rp = r->parameters();
+      std::int64_t total = 0;
+      for (const auto& p : params) total += p.numel();
+      auto grads = torch::zeros({total});
+      torch::NoGradGuard g;
+      std::int64_t at = 0;
+      for (std::size_t i = 0; i < rp.size(); ++i) {
+        rp[i].set_data(params[i]);
+        rp[i].mutable_grad() = grads.narrow(0, at, params[i].numel()).view(params[i].sizes());
+        at += params[i].numel();
+      }
+      auto src = model_->buffers(), dst = r->buffers();
+      for (std::size_t i = 0; i < dst.size(); ++i) dst[i].copy_(src[i]);
+      replicas_.push_back(r);
+      replica_grads_.push_back(grads);
+    }
+    pool_ = std::make_unique<ShardPool>(n);
+    log("batch split over " + std::to_string(n) + " worker threads (one intra-op thread each)");
+  }
   void metrics_line(const nlohmann::json& j) {  // one open stream, not an open per step
     if (!metrics_.is_open()) metrics_.open(dir_ / "metrics.jsonl", std::ios::app);
     metrics_ << j.dump() << "\n";
@@ -577,9 +674,13 @@ class Trainer {
   typename P::objective_type objective_{};
   FeatureCache cache_;
   torch::Tensor val_x0_, val_ctx_, val_pooled_;
+  torch::Tensor example_weights_;  // per cached example, from category_weights; undefined: uniform
   backbone::MMDiT model_{nullptr}, ema_{nullptr};
   std::unique_ptr<FlatAdamW> opt_;
   torch::Tensor ema_flat_;  // the EMA model's weights, as one buffer
+  std::vector<backbone::MMDiT> replicas_;    // workers 1.. : the model's weights, their own gradients
+  std::vector<torch::Tensor> replica_grads_;  // each replica's gradients, as one buffer
+  std::unique_ptr<ShardPool> pool_;           // null: the whole batch on the calling thread
   int step_ = 0;
   double elapsed_ = 0;
   std::ofstream metrics_;  // opened after restore() has rewritten the file
