@@ -59,6 +59,17 @@ std::vector<double> losses(const std::filesystem::path& metrics) {
   return out;
 }
 
+// Trains into `dir` and dies after step `step` as a killed process would (no final checkpoint).
+void run_killed_after(const std::filesystem::path& dir, const training::TrainConfig& c, int step) {
+  training::TrainCallbacks cb;
+  cb.keep_going = [step](int s) -> bool {
+    if (s == step) throw std::runtime_error("killed");
+    return true;
+  };
+  training::Trainer<pipeline::SD3PixelRecipe> t(dir, c, false, cb);
+  CHECK_THROWS_WITH(t.run(), "killed");
+}
+
 std::vector<std::string> shapes_captions(int n) {
   std::vector<std::string> out;
   const data::ShapesWorld w(16, 0);
@@ -167,15 +178,7 @@ TEST_CASE("a resumed run repeats the uninterrupted run's losses exactly", "[pipe
   CHECK(std::isfinite(straight.back()));
   // Killed after step 5 with the last checkpoint at step 3: steps 4 and 5 are run again.
   c.checkpoint_every = 3;
-  training::TrainCallbacks cb;
-  cb.keep_going = [](int step) -> bool {
-    if (step == 5) throw std::runtime_error("killed");
-    return true;
-  };
-  {
-    training::Trainer<pipeline::SD3PixelRecipe> t(d / "killed", c, false, cb);
-    CHECK_THROWS_WITH(t.run(), "killed");
-  }
+  run_killed_after(d / "killed", c, 5);
   CHECK(losses(d / "killed" / "metrics.jsonl").size() == 5);
   CHECK(std::filesystem::exists(d / "killed" / "samples.png"));  // sheets are written at checkpoints, during training
   CHECK(std::filesystem::exists(d / "killed" / "loss.png"));
@@ -227,15 +230,7 @@ TEST_CASE("a batch split over worker threads trains the same model as one thread
   // Split runs are reproducible and resumable: killed after step 3 (checkpoint at 2), resumed.
   c.workers = 2;
   c.checkpoint_every = 2;
-  training::TrainCallbacks cb;
-  cb.keep_going = [](int step) -> bool {
-    if (step == 3) throw std::runtime_error("killed");
-    return true;
-  };
-  {
-    training::Trainer<pipeline::SD3PixelRecipe> t(d / "killed", c, false, cb);
-    CHECK_THROWS_WITH(t.run(), "killed");
-  }
+  run_killed_after(d / "killed", c, 3);
   {
     training::Trainer<pipeline::SD3PixelRecipe> t(d / "killed", c, true);
     CHECK(t.step() == 2);
