@@ -79,29 +79,30 @@ int main(int argc, char** argv) {
   batch = base.batch;
   std::printf("training step of the shapes model, batch %d, %d threads, %d timed steps after 5 warm-up steps\n", batch, threads, steps);
   std::printf("%-6s %8s %10s %10s %14s %14s %8s\n", "dtype", "workers", "step ms", "img/s", "model GFLOP/s", "GEMM GFLOP/s", "ratio");
-  for (const char* precision : {"f32", "bf16"})
-  for (const int workers : worker_counts) {
+  for (const char* precision : {"f32", "bf16"}) {
     if (!only.empty() && only != precision) continue;
-    auto c = base;
-    c.precision = precision;
-    c.workers = workers;
-    const auto run_dir = dir / (std::string(precision) + "-" + std::to_string(workers));
-    training::Trainer<pipeline::SD3PixelRecipe> t(run_dir, c, false);
-    const auto& m = t.model()->config();
-    const std::int64_t tokens = (c.image_size / m.patch) * (c.image_size / m.patch), ctx = c.text.length;
-    const double flops_per_image = 3.0 * backbone::mmdit_forward_flops(m, tokens, ctx);
-    for (int i = 0; i < 5; ++i) t.train_step();
-    const auto t0 = clock_type::now();
-    for (int i = 0; i < steps; ++i) t.train_step();
-    const double s = std::chrono::duration<double>(clock_type::now() - t0).count() / steps;
-    const double gemm = gemm_flops(std::string(precision) == "bf16" ? torch::kBFloat16 : torch::kFloat32,
-                                   batch * (tokens + ctx), m.hidden_size(), m.mlp_hidden());
-    const double achieved = flops_per_image * batch / s;
-    std::printf("%-6s %8d %10.1f %10.0f %14.1f %14.1f %7.0f%%\n", precision, workers, s * 1e3, batch / s, achieved / 1e9,
-                gemm / 1e9, 100 * achieved / gemm);
-    if (!profile.empty()) {
-      torch::autograd::profiler::RecordProfile guard(profile + "." + precision + "-" + std::to_string(workers));
+    for (const int workers : worker_counts) {
+      auto c = base;
+      c.precision = precision;
+      c.workers = workers;
+      const auto run_dir = dir / (std::string(precision) + "-" + std::to_string(workers));
+      training::Trainer<pipeline::SD3PixelRecipe> t(run_dir, c, false);
+      const auto& m = t.model()->config();
+      const std::int64_t tokens = (c.image_size / m.patch) * (c.image_size / m.patch), ctx = c.text.length;
+      const double flops_per_image = 3.0 * backbone::mmdit_forward_flops(m, tokens, ctx);
       for (int i = 0; i < 5; ++i) t.train_step();
+      const auto t0 = clock_type::now();
+      for (int i = 0; i < steps; ++i) t.train_step();
+      const double s = std::chrono::duration<double>(clock_type::now() - t0).count() / steps;
+      const double gemm = gemm_flops(std::string(precision) == "bf16" ? torch::kBFloat16 : torch::kFloat32,
+                                     batch * (tokens + ctx), m.hidden_size(), m.mlp_hidden());
+      const double achieved = flops_per_image * batch / s;
+      std::printf("%-6s %8d %10.1f %10.0f %14.1f %14.1f %7.0f%%\n", precision, workers, s * 1e3, batch / s, achieved / 1e9,
+                  gemm / 1e9, 100 * achieved / gemm);
+      if (!profile.empty()) {
+        torch::autograd::profiler::RecordProfile guard(profile + "." + precision + "-" + std::to_string(workers));
+        for (int i = 0; i < 5; ++i) t.train_step();
+      }
     }
   }
   std::filesystem::remove_all(dir);

@@ -268,22 +268,22 @@ TEST_CASE("category weights set the training mix; AdamW's betas come from the co
   auto c = tiny_config();
   c.steps = 3;
   c.category_weights = {0, 1, 1, 0, 1, 1};
-  std::vector<double> betas_999, betas_95;
+  std::vector<double> beta2_default, beta2_half;
   {
     training::Trainer<pipeline::SD3PixelRecipe> t(d / "mix", c, false);
     t.run();
-    betas_999 = losses(d / "mix" / "metrics.jsonl");
+    beta2_default = losses(d / "mix" / "metrics.jsonl");
   }
   c.adam_beta2 = 0.5;  // the second moment forgets fast: steps 2 and 3 move differently
   {
     training::Trainer<pipeline::SD3PixelRecipe> t(d / "beta", c, false);
     t.run();
-    betas_95 = losses(d / "beta" / "metrics.jsonl");
+    beta2_half = losses(d / "beta" / "metrics.jsonl");
   }
-  REQUIRE(betas_999.size() == 3);
-  REQUIRE(betas_95.size() == 3);
-  CHECK(betas_95[0] == betas_999[0]);  // the same first batch and weights
-  CHECK(betas_95[2] != betas_999[2]);
+  REQUIRE(beta2_default.size() == 3);
+  REQUIRE(beta2_half.size() == 3);
+  CHECK(beta2_half[0] == beta2_default[0]);  // the same first batch and weights
+  CHECK(beta2_half[2] != beta2_default[2]);
   auto bad = tiny_config();
   bad.category_weights = {1, 1, 1};
   CHECK_THROWS_WITH(training::Trainer<pipeline::SD3PixelRecipe>(d / "bad1", bad, false), Catch::Contains("6 weights"));

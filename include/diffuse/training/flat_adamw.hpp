@@ -108,17 +108,25 @@ inline torch::Tensor flatten_into_one(const std::vector<torch::Tensor>& tensors)
   return flat;
 }
 
+// Gives every parameter a gradient that is a view of one zeroed float32 buffer (AccumulateGrad adds
+// into a defined gradient in place, so a backward writes into the buffer). Returns the buffer.
+inline torch::Tensor gradients_into_one(const std::vector<torch::Tensor>& params) {
+  std::int64_t n = 0;
+  for (const auto& p : params) n += p.numel();
+  auto flat = torch::zeros({n}, params.empty() ? torch::TensorOptions() : params.front().options().requires_grad(false));
+  std::int64_t at = 0;
+  for (auto p : params) {
+    p.mutable_grad() = flat.narrow(0, at, p.numel()).view(p.sizes());
+    at += p.numel();
+  }
+  return flat;
+}
+
 class FlatAdamW {
  public:
   FlatAdamW(std::vector<torch::Tensor> params, AdamWSettings s) : s_(s) {
     flat_ = flatten_into_one(params);
-    grad_ = torch::zeros_like(flat_);
-    std::int64_t at = 0;
-    for (auto& p : params) {
-      // AccumulateGrad adds into a defined gradient in place, so backward writes into grad_.
-      p.mutable_grad() = grad_.narrow(0, at, p.numel()).view(p.sizes());
-      at += p.numel();
-    }
+    grad_ = gradients_into_one(params);
     exp_avg_ = torch::zeros_like(flat_);
     exp_avg_sq_ = torch::zeros_like(flat_);
     zeroed_at_version_ = grad_._version();

@@ -628,23 +628,15 @@ class Trainer {
     const int n = std::min(c_.workers > 0 ? c_.workers : usable_hardware_threads(), c_.batch);
     if (n <= 1) return;
     const auto params = model_->parameters();
+    torch::NoGradGuard g;
     for (int k = 1; k < n; ++k) {
       auto r = P::backbone_type::create(c_.model);
       auto rp = r->parameters();
-      std::int64_t total = 0;
-      for (const auto& p : params) total += p.numel();
-      auto grads = torch::zeros({total});
-      torch::NoGradGuard g;
-      std::int64_t at = 0;
-      for (std::size_t i = 0; i < rp.size(); ++i) {
-        rp[i].set_data(params[i]);
-        rp[i].mutable_grad() = grads.narrow(0, at, params[i].numel()).view(params[i].sizes());
-        at += params[i].numel();
-      }
+      for (std::size_t i = 0; i < rp.size(); ++i) rp[i].set_data(params[i]);
       auto src = model_->buffers(), dst = r->buffers();
       for (std::size_t i = 0; i < dst.size(); ++i) dst[i].copy_(src[i]);
       replicas_.push_back(r);
-      replica_grads_.push_back(grads);
+      replica_grads_.push_back(gradients_into_one(rp));
     }
     pool_ = std::make_unique<ShardPool>(n);
     log("batch split over " + std::to_string(n) + " worker threads (one intra-op thread each)");
