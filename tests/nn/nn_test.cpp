@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "diffuse/nn/attention.hpp"
+#include "diffuse/nn/cpu_linear.hpp"
 #include "diffuse/nn/embeddings.hpp"
 #include "diffuse/nn/gelu_tanh.hpp"
 #include "diffuse/nn/mlp.hpp"
@@ -17,6 +18,7 @@
 #include "diffuse/nn/qkv_rms_norm.hpp"
 #include "diffuse/nn/rms_norm.hpp"
 #include "diffuse/nn/row_block_attention.hpp"
+#include "diffuse/nn/rowwise_linear.hpp"
 
 namespace t_nn {
 
@@ -305,6 +307,79 @@ TEST_CASE("the row-block CPU attention (heads of 64) equals softmax(q k^T / 8) v
   // Heads other than 64 wide, float64 and empty inputs are not its job.
   CHECK_FALSE(nn::row_block_attention_applies(torch::randn({1, 4, 64}), 2));
   CHECK_FALSE(nn::row_block_attention_applies(torch::randn({1, 4, 64}, torch::kFloat64), 1));
+}
+
+TEST_CASE("the CPU linear kernel equals x W^T + b for every block and panel remainder", "[nn][linear]") {
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(11);
+  const auto x = torch::randn({4, 20}), w = torch::randn({7, 20});
+  // It runs wherever AVX-512 is (the CI machines have it); elsewhere it must say it does not apply.
+  const bool avx512 = __builtin_cpu_supports("avx512f");
+  REQUIRE(nn::cpu_linear_applies(x, w) == avx512);
+  if (avx512) {
+    // Token rows: the few-row path (< 8), panel remainders of 32, two cache blocks of 256; columns:
+    // vector remainders of 16 and two slices of 1024; weight rows: block remainders of 12 and two
+    // groups of 192.
+    for (const std::int64_t m : {1, 3, 8, 31, 33, 300})
+      for (const std::int64_t k : {5, 17, 1030})
+        for (const std::int64_t n : {1, 13, 24, 200}) {
+          const auto xi = torch::randn({m, k}), wi = torch::randn({n, k}), bi = torch::randn({n});
+          const auto ref = torch::addmm(bi.to(torch::kFloat64), xi.to(torch::kFloat64), wi.to(torch::kFloat64).t());
+          const auto y = nn::cpu_linear(xi, wi, bi);
+          INFO("m " << m << " k " << k << " n " << n);
+          REQUIRE(y.sizes() == ref.sizes());
+          // the MM-DiT parity bound (issue 4), against float64
+          CHECK((y.to(torch::kFloat64) - ref).abs().max().item<double>() <
+                2e-5 * std::max(1.0, ref.abs().max().item<double>()));
+          // the bias is added last, once: the unbiased product plus the bias is the same float sum
+          if (m == 33 && n == 13) CHECK(torch::equal(nn::cpu_linear(xi, wi, torch::Tensor()) + bi, y));
+        }
+    // No bias, and a strided (transposed) input.
+    const auto xt = torch::randn({40, 64}).t();  // (64, 40), not contiguous
+    const auto w2 = torch::randn({30, 40});
+    CHECK(torch::allclose(nn::cpu_linear(xt, w2, torch::Tensor()), torch::mm(xt, w2.t()), 1e-4, 1e-5));
+    // A NaN in one token row poisons that row only, in both paths.
+    for (const std::int64_t m : {3, 40}) {
+      auto xn = torch::randn({m, 50});
+      xn[1][7] = std::numeric_limits<float>::quiet_NaN();
+      const auto yn = nn::cpu_linear(xn, torch::randn({20, 50}), torch::randn({20}));
+      CHECK(torch::isnan(yn[1]).all().item<bool>());
+      CHECK(torch::isfinite(yn.narrow(0, 2, m - 2)).all().item<bool>());
+      CHECK(torch::isfinite(yn[0]).all().item<bool>());
+    }
+    // Zero columns: y is the bias.
+    CHECK(torch::equal(nn::cpu_linear(torch::zeros({5, 0}), torch::zeros({3, 0}), torch::ones({3})), torch::ones({5, 3})));
+  }
+  // Not its job: float64, bfloat16, products that autograd must see.
+  CHECK_FALSE(nn::cpu_linear_applies(x.to(torch::kFloat64), w.to(torch::kFloat64)));
+  CHECK_FALSE(nn::cpu_linear_applies(x.to(torch::kBFloat16), w.to(torch::kBFloat16)));
+  {
+    torch::AutoGradMode grad(true);
+    CHECK_FALSE(nn::cpu_linear_applies(x, w.clone().requires_grad_(true)));
+    CHECK(nn::cpu_linear_applies(x, w) == avx512);  // nothing requires a gradient
+  }
+  CHECK(nn::cpu_linear_applies(x, w.clone().requires_grad_(true)) == avx512);  // no_grad here
+}
+
+TEST_CASE("rowwise_linear gives Linear's result with and without autograd", "[nn][linear]") {
+  torch::manual_seed(12);
+  torch::nn::Linear lin(48, 40);
+  const auto x = torch::randn({2, 70, 48});
+  const auto ref = lin(x);
+  {
+    torch::NoGradGuard no_grad;
+    const auto y = nn::rowwise_linear(lin, x);
+    REQUIRE(y.sizes() == ref.sizes());
+    CHECK(torch::allclose(y, ref, 1e-5, 1e-5));
+  }
+  // With autograd the gradient reaches the weight (the torch path).
+  nn::rowwise_linear(lin, x).sum().backward();
+  REQUIRE(lin->weight.grad().defined());
+  CHECK(torch::allclose(lin->weight.grad(), x.reshape({-1, 48}).sum(0).expand({40, 48}), 1e-4, 1e-4));
+  // linear_at names a Sequential's Linear and refuses anything else.
+  torch::nn::Sequential seq(torch::nn::SiLU(), torch::nn::Linear(4, 6));
+  CHECK(nn::linear_at(seq, 1).weight.size(0) == 6);
+  CHECK_THROWS_WITH(nn::linear_at(seq, 0), Catch::Contains("not a Linear"));
 }
 
 TEST_CASE("the timestep embedding is [cos, sin] of t times 10000^(-k/128)", "[nn]") {

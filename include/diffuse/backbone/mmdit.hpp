@@ -57,7 +57,7 @@ class StreamBlockImpl : public torch::nn::Module {
 
   // x: (B, L, D), c: (B, D)
   Pre pre_attention(const torch::Tensor& x, const torch::Tensor& c) {
-    const auto mods = adaLN_modulation->forward(c).chunk(pre_only_ ? 2 : x_self_attn_ ? 9 : 6, 1);
+    const auto mods = nn::rowwise_linear(nn::linear_at(adaLN_modulation, 1), torch::silu(c)).chunk(pre_only_ ? 2 : x_self_attn_ ? 9 : 6, 1);
     Pre p;
     // one fused pass (nn/modulated_layer_norm.hpp); MMDiT-X modulates the same norm twice
     const auto xn = x_self_attn_ ? nn::layer_norm_no_affine(x) : torch::Tensor();
@@ -135,7 +135,7 @@ class FinalLayerImpl : public torch::nn::Module {
                                        torch::nn::Sequential(torch::nn::SiLU(), torch::nn::Linear(d, 2 * d)));
   }
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& c) {
-    const auto m = adaLN_modulation->forward(c).chunk(2, 1);  // (shift, scale)
+    const auto m = nn::rowwise_linear(nn::linear_at(adaLN_modulation, 1), torch::silu(c)).chunk(2, 1);  // (shift, scale)
     return nn::rowwise_linear(linear, nn::modulated_layer_norm(x, m[0], m[1]));
   }
   torch::nn::Linear linear{nullptr};

@@ -18,6 +18,7 @@
 #include <torch/types.h>
 
 #include "diffuse/core/error.hpp"
+#include "diffuse/nn/rowwise_linear.hpp"
 
 namespace diffuse::nn {
 
@@ -39,7 +40,9 @@ class MLPEmbedderImpl : public torch::nn::Module {
     mlp = register_module("mlp", torch::nn::Sequential(torch::nn::Linear(in, hidden), torch::nn::SiLU(),
                                                        torch::nn::Linear(hidden, hidden)));
   }
-  torch::Tensor forward(const torch::Tensor& x) { return mlp->forward(x); }
+  torch::Tensor forward(const torch::Tensor& x) {
+    return rowwise_linear(linear_at(mlp, 2), torch::silu(rowwise_linear(linear_at(mlp, 0), x)));
+  }
   torch::nn::Sequential mlp{nullptr};
 };
 TORCH_MODULE(MLPEmbedder);
@@ -50,7 +53,7 @@ class TimestepEmbedderImpl : public MLPEmbedderImpl {
       : MLPEmbedderImpl(frequencies, hidden), frequencies_(frequencies) {}
   // t = 1000 sigma, (B); the embedding is cast to `dtype` before the MLP.
   torch::Tensor forward(const torch::Tensor& t, torch::ScalarType dtype) {
-    return mlp->forward(timestep_embedding(t, frequencies_).to(dtype));
+    return MLPEmbedderImpl::forward(timestep_embedding(t, frequencies_).to(dtype));
   }
 
  private:
@@ -73,7 +76,7 @@ class PatchEmbedImpl : public torch::nn::Module {
     // cheaper than LibTorch 1.13's convolution_backward at the shapes model's size.
     const auto b = x.size(0), c = x.size(1), h = x.size(2) / patch_, w = x.size(3) / patch_;
     const auto patches = x.reshape({b, c, h, patch_, w, patch_}).permute({0, 2, 4, 1, 3, 5}).reshape({b, h * w, c * patch_ * patch_});
-    return at::linear(patches, proj->weight.reshape({proj->weight.size(0), -1}), proj->bias);  // (B, h*w, D)
+    return rowwise_linear(patches, proj->weight.reshape({proj->weight.size(0), -1}), proj->bias);  // (B, h*w, D)
   }
   torch::nn::Conv2d proj{nullptr};
 
