@@ -350,6 +350,9 @@ TEST_CASE("the CPU linear kernel equals x W^T + b for every block and panel rema
     // Zero columns: y is the bias.
     CHECK(torch::equal(nn::cpu_linear(torch::zeros({5, 0}), torch::zeros({3, 0}), torch::ones({3})), torch::ones({5, 3})));
   }
+  // Called where it does not apply, it is at::linear.
+  CHECK(torch::allclose(nn::cpu_linear(x.to(torch::kFloat64), w.to(torch::kFloat64), torch::Tensor()),
+                        torch::mm(x, w.t()).to(torch::kFloat64), 1e-5, 1e-5));
   // Not its job: float64, bfloat16, products that autograd must see.
   CHECK_FALSE(nn::cpu_linear_applies(x.to(torch::kFloat64), w.to(torch::kFloat64)));
   CHECK_FALSE(nn::cpu_linear_applies(x.to(torch::kBFloat16), w.to(torch::kBFloat16)));

@@ -332,20 +332,30 @@ inline bool cpu_linear_applies(const torch::Tensor& x2d, const torch::Tensor& we
 #endif
 }
 
-// x (M, K) @ weight (N, K)^T + bias (N), float32, no autograd (callers check cpu_linear_applies).
+// x (M, K) @ weight (N, K)^T + bias (N), float32, no autograd. Where the kernel cannot run (no
+// AVX-512, another dtype or device) it is at::linear, so a caller that skipped cpu_linear_applies
+// still gets the product.
 inline torch::Tensor cpu_linear(const torch::Tensor& x2d, const torch::Tensor& weight, const torch::Tensor& bias) {
+#if DIFFUSE_CPU_LINEAR
+  const bool runs = x2d.dim() == 2 && weight.dim() == 2 && x2d.size(1) == weight.size(1) && x2d.is_cpu() &&
+                    weight.is_cpu() && x2d.scalar_type() == torch::kFloat32 && weight.scalar_type() == torch::kFloat32 &&
+                    (!bias.defined() || (bias.is_cpu() && bias.scalar_type() == torch::kFloat32 &&
+                                         bias.numel() == weight.size(0))) &&
+                    __builtin_cpu_supports("avx512f");
+  if (!runs) return at::linear(x2d, weight, bias);
   const auto x = x2d.contiguous(), w = weight.contiguous();
   const auto b = bias.defined() ? bias.contiguous() : bias;
   const auto m = x.size(0), k = x.size(1), n = w.size(0);
   auto y = torch::empty({m, n}, x.options());
-#if DIFFUSE_CPU_LINEAR
   if (m > 0 && n > 0) {
     if (k == 0) y.copy_(b.defined() ? b.expand({m, n}) : torch::zeros({m, n}, x.options()));
     else cpu_linear_detail::run(x.data_ptr<float>(), w.data_ptr<float>(), b.defined() ? b.data_ptr<float>() : nullptr,
                                 y.data_ptr<float>(), m, k, n);
   }
-#endif
   return y;
+#else
+  return at::linear(x2d, weight, bias);
+#endif
 }
 
 }  // namespace diffuse::nn
