@@ -57,7 +57,8 @@ class StreamBlockImpl : public torch::nn::Module {
 
   // x: (B, L, D), c: (B, D)
   Pre pre_attention(const torch::Tensor& x, const torch::Tensor& c) {
-    const auto mods = nn::rowwise_linear(nn::linear_at(adaLN_modulation, 1), torch::silu(c)).chunk(pre_only_ ? 2 : x_self_attn_ ? 9 : 6, 1);
+    const auto mods = nn::rowwise_linear(nn::linear_at(adaLN_modulation, 1), torch::silu(c))
+                          .chunk(pre_only_ ? 2 : x_self_attn_ ? 9 : 6, 1);
     Pre p;
     // one fused pass (nn/modulated_layer_norm.hpp); MMDiT-X modulates the same norm twice
     const auto xn = x_self_attn_ ? nn::layer_norm_no_affine(x) : torch::Tensor();

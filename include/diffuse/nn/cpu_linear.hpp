@@ -57,6 +57,13 @@ struct Prefetch {
   int first = 0, last = 0;
 };
 
+// One cache line of each of the prefetch share's rows, from column k0.
+inline void prefetch_columns(const Prefetch& pf, std::int64_t k0) {
+  if (k0 >= pf.n) return;
+  for (int q = pf.first; q < pf.last; ++q)
+    _mm_prefetch(reinterpret_cast<const char*>(pf.w + q * pf.ldw + k0), _MM_HINT_T1);
+}
+
 // The block for the last R < 12 rows of a thread's range, reading a copy of their slice (stride kc).
 // tile[r][0..32) (stride ld) = (first ? 0 : tile[r][0..32)) + sum_k w[r][k] * xt[k][0..32), k in
 // [0, n), summed in order of k. The slice's sum is added to the tile at the end rather than
@@ -68,8 +75,7 @@ __attribute__((target("avx512f"))) void block(const float* w, const float* xt, s
   __m512 acc[R][2];
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
   for (std::int64_t k0 = 0; k0 < n; k0 += 16) {
-    if (k0 < pf.n)
-      for (int q = pf.first; q < pf.last; ++q) _mm_prefetch(reinterpret_cast<const char*>(pf.w + q * pf.ldw + k0), _MM_HINT_T1);
+    prefetch_columns(pf, k0);
     const std::int64_t k1 = std::min(n, k0 + 16);
     for (std::int64_t k = k0; k < k1; ++k) {
       const __m512 x0 = _mm512_loadu_ps(xt + k * panel), x1 = _mm512_loadu_ps(xt + k * panel + 16);
@@ -105,8 +111,7 @@ __attribute__((target("avx512f"))) inline void block12(const float* w, std::int6
   const char* b0 = reinterpret_cast<const char*>(w);
   const char *b1 = b0 + s, *b3 = b0 + 3 * s, *b6 = b0 + 6 * s;
   for (std::int64_t k0 = 0; k0 < n; k0 += 16) {
-    if (k0 < pf.n)
-      for (int q = pf.first; q < pf.last; ++q) _mm_prefetch(reinterpret_cast<const char*>(pf.w + q * pf.ldw + k0), _MM_HINT_T1);
+    prefetch_columns(pf, k0);
     const std::int64_t k1 = std::min(n, k0 + 16);
     for (std::int64_t k = k0; k < k1; ++k) {
       asm("" : "+r"(s));
@@ -323,7 +328,8 @@ inline bool cpu_linear_applies(const torch::Tensor& x2d, const torch::Tensor& we
 #if DIFFUSE_CPU_LINEAR
   return x2d.dim() == 2 && x2d.size(0) < cpu_linear_detail::many && x2d.is_cpu() && weight.is_cpu() &&
          x2d.scalar_type() == torch::kFloat32 && weight.scalar_type() == torch::kFloat32 && weight.dim() == 2 &&
-         weight.size(1) == x2d.size(1) && !(at::GradMode::is_enabled() && (x2d.requires_grad() || weight.requires_grad())) &&
+         weight.size(1) == x2d.size(1) &&
+         !(at::GradMode::is_enabled() && (x2d.requires_grad() || weight.requires_grad())) &&
          __builtin_cpu_supports("avx512f");
 #else
   (void)x2d;
