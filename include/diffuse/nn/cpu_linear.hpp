@@ -94,13 +94,14 @@ __attribute__((target("avx512f"))) void block(const float* w, const float* xt, s
   }
 }
 
+__attribute__((target("avx512f"))) inline __m512 broadcast_at(const char* b, std::int64_t offset) {
+  return _mm512_set1_ps(*reinterpret_cast<const float*>(b + offset));
+}
+
 // The 12-row block reading the weight in place (rows ldw floats apart): twelve row pointers do
 // not fit in the general registers beside the loop's own, so the rows are addressed as four bases
 // plus the row stride scaled by 1, 2, 4 or 8 (rows 0 1 2 4 8 from b0, 9 from b1, 3 5 7 11 from b3,
 // 6 10 from b6). The empty asm keeps GCC from turning each row back into a pointer of its own.
-__attribute__((target("avx512f"))) inline __m512 broadcast_at(const char* b, std::int64_t offset) {
-  return _mm512_set1_ps(*reinterpret_cast<const float*>(b + offset));
-}
 
 __attribute__((target("avx512f"))) inline void block12(const float* w, std::int64_t ldw, const float* xt,
                                                         std::int64_t n, float* tile, std::int64_t ld, bool first,
@@ -118,11 +119,11 @@ __attribute__((target("avx512f"))) inline void block12(const float* w, std::int6
       const __m512 x0 = _mm512_loadu_ps(xt + k * panel), x1 = _mm512_loadu_ps(xt + k * panel + 16);
       // one broadcast, two multiply-adds, row by row: all twelve broadcasts alive at once would
       // not fit in the 32 vector registers beside the 24 sums
-#define DIFFUSE_CPU_LINEAR_ROW(r, b, offset)                \
-  do {                                                      \
-    const __m512 v = broadcast_at(b, offset);                         \
-    acc[r][0] = _mm512_fmadd_ps(v, x0, acc[r][0]);          \
-    acc[r][1] = _mm512_fmadd_ps(v, x1, acc[r][1]);          \
+#define DIFFUSE_CPU_LINEAR_ROW(r, b, offset)       \
+  do {                                             \
+    const __m512 v = broadcast_at(b, offset);      \
+    acc[r][0] = _mm512_fmadd_ps(v, x0, acc[r][0]); \
+    acc[r][1] = _mm512_fmadd_ps(v, x1, acc[r][1]); \
   } while (0)
       DIFFUSE_CPU_LINEAR_ROW(0, b0, 0);
       DIFFUSE_CPU_LINEAR_ROW(1, b0, s);
@@ -281,8 +282,8 @@ inline void run(const float* x, const float* w, const float* bias, float* y, std
     const auto steps = schedule(m, k, n0, n1);
     // partial sums of one group of weight rows for one token block: tile[row - g0][token - m0]
     const std::unique_ptr<float[]> tile(new float[static_cast<std::size_t>(group_rows * mb)]);
-    // the step's weight slice, copied so that the block reads it at fixed offsets (twelve row
-    // pointers would not fit in the general registers beside the loop's own)
+    // a step's weight slice when it has fewer than 12 rows (the end of the thread's range), copied
+    // so that block<R> reads it at fixed offsets; full steps read W in place (block12)
     const std::unique_ptr<float[]> slice(new float[static_cast<std::size_t>(block_rows * kc)]);
     for (std::size_t i = 0; i < steps.size(); ++i) {
       const auto [m0, k0, r0] = steps[i];
