@@ -1,9 +1,10 @@
-// Benchmark: the autoencoder's training step (scripts/vae_table3.sh's inner loop) in float32 (the
-// baseline) and with bfloat16 autocast, interleaved rounds in one run; reports ms per step and the
-// speed-up over the baseline. (Channels-last was tried and dropped: LibTorch 1.13's CPU GroupNorm is
+// Benchmark: the autoencoder's training step (scripts/vae_table3.sh's inner loop) in float32 on one
+// batch (the baseline), with the batch split over one worker per core (AutoencoderTrainConfig::
+// workers), and both with bfloat16 autocast, interleaved rounds in one run; reports ms per step and
+// the speed-up over the baseline. (Channels-last was tried and dropped: LibTorch 1.13's CPU GroupNorm is
 // slower on NHWC than the convolutions gain.)
 //   ./bench_vae_train_step [--steps 20] [--rounds 2] [--config AutoencoderTrainConfig.json]
-//                          [--profile trace.json]   (bf16 only: a Chrome trace of the
+//                          [--profile trace.json]   (bf16 on one worker only: a Chrome trace of the
 //                          timed steps; scripts/profile_summary.py adds up self time per operator)
 #include <chrono>
 #include <cstdio>
@@ -56,13 +57,21 @@ int main(int argc, char** argv) {
   std::printf("autoencoder training step: width %d, %d levels, %d latent channels, batch %d, %dx%d images, %d threads\n",
               base.model.ch, base.model.levels(), base.model.z_channels, base.batch, base.image_size, base.image_size, threads);
   std::printf("%d timed steps after %d warm-up steps, %d interleaved rounds (best round kept)\n", steps, warmup, rounds);
-  const std::vector<std::string> variants{"f32", "bf16"};
+  struct Variant {
+    std::string precision;
+    int workers;  // 0: one per usable core
+    std::string name() const {
+      return precision + (workers == 1 ? " 1 worker" : " " + std::to_string(usable_hardware_threads()) + " workers");
+    }
+  };
+  const std::vector<Variant> variants{{"f32", 1}, {"f32", 0}, {"bf16", 1}, {"bf16", 0}};
   std::map<int, double> best;
   for (int r = 0; r < rounds; ++r)
     for (int v = 0; v < static_cast<int>(variants.size()); ++v) {
       auto c = base;
-      c.precision = variants[v];
-      if (!profile.empty() && c.precision != "bf16") continue;
+      c.precision = variants[v].precision;
+      c.workers = variants[v].workers;
+      if (!profile.empty() && (c.precision != "bf16" || c.workers != 1)) continue;
       torch::manual_seed(0);
       autoencoder::KLAutoencoder vae(c.model);
       clock_type::time_point t0, t1;
@@ -77,9 +86,10 @@ int main(int argc, char** argv) {
       const double ms = std::chrono::duration<double, std::milli>(t1 - t0).count() / steps;
       best[v] = r == 0 ? ms : std::min(best[v], ms);
     }
-  std::printf("%-6s %10s %10s\n", "dtype", "step ms", "speed-up");
+  std::printf("%-16s %10s %10s\n", "variant", "step ms", "speed-up");
   for (int v = 0; v < static_cast<int>(variants.size()); ++v)
-    if (best.count(v)) std::printf("%-6s %10.1f %9.2fx\n", variants[v].c_str(), best[v], best.count(0) ? best[0] / best[v] : 0.0);
+    if (best.count(v))
+      std::printf("%-16s %10.1f %9.2fx\n", variants[v].name().c_str(), best[v], best.count(0) ? best[0] / best[v] : 0.0);
   if (!profile.empty()) std::printf("trace: %s\n", profile.c_str());
   return 0;
 }

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,7 @@
 #include "diffuse/pipeline/images.hpp"
 #include "diffuse/training/lr_schedule.hpp"
 #include "diffuse/training/precision_choice.hpp"
+#include "diffuse/training/shard_pool.hpp"
 
 namespace diffuse::training {
 
@@ -32,10 +34,13 @@ struct AutoencoderTrainConfig {
                            (double, lr), (double, kl_weight), (std::string, loss),
                            (int, train_images), (int, eval_images), (std::uint64_t, seed),
                            (std::string, lr_decay),    // constant | cosine | linear over the budget
-                           (std::string, precision));  // f32 | bf16 (autocast; weights, norms, loss and metrics stay
-                                                       // f32) | auto (bf16 where measured faster: precision_choice.hpp)
+                           (std::string, precision),  // f32 | bf16 (autocast; weights, norms, loss and metrics stay
+                                                      // f32) | auto (bf16 where measured faster: precision_choice.hpp)
+                           (int, workers),  // threads splitting each batch, one core each; 0: one per usable core
+                           (std::string, posterior));  // what the decoder trains on: "sample" (the VAE recipe) or
+                                                       // "mean" (a deterministic autoencoder; an ablation)
   static AutoencoderTrainConfig shapes_default() {
-    return {{32, {1, 2, 2, 2}, 1, 3, 16}, 32, 32, 3000, 0.0, 1e-3, 1e-6, "l1", 4096, 64, 0, "cosine", "auto"};
+    return {{32, {1, 2, 2, 2}, 1, 3, 16}, 32, 32, 3000, 0.0, 1e-3, 1e-6, "l1", 4096, 64, 0, "cosine", "auto", 0, "sample"};
   }
 };
 
@@ -87,6 +92,72 @@ inline std::pair<double, double> reconstruction_metrics(autoencoder::KLAutoencod
   return {p / images.size(0), s / images.size(0)};
 }
 
+// The batch split over worker threads, one core each (training/shard_pool.hpp; as the diffusion
+// trainer does, docs/training.md): `diffuse vae train` at batch 32 ran 40 steps in 13 s on both
+// cores and in 16 s pinned to one, while two pinned runs side by side took 16 s each. Worker 0
+// runs the model, the others replicas whose parameters are views of the model's (the optimizer's
+// update reaches all) with gradients of their own, added to the model's in a fixed order.
+class AutoencoderShards {
+ public:
+  // workers: threads for a batch of `batch` rows (at most one a row).
+  AutoencoderShards(autoencoder::KLAutoencoder& vae, int workers, std::int64_t batch) : vae_(vae), batch_(batch) {
+    workers = static_cast<int>(std::min<std::int64_t>(workers, batch));
+    if (workers <= 1) return;
+    for (int k = 1; k < workers; ++k) {
+      autoencoder::KLAutoencoder r(vae->config());
+      replica_grads_.push_back(share_parameters(vae, r));
+      replica_params_.push_back(r->parameters());
+      replicas_.push_back(r);
+    }
+    pool_ = std::make_unique<ShardPool>(workers);
+  }
+
+  int workers() const { return pool_ ? pool_->size() : 1; }
+
+  // loss(model, first, count) of the batch's rows [first, first + count), already weighted by its
+  // share; runs every shard's backward and leaves the batch's gradient in the model's parameters.
+  // Returns the batch's loss.
+  template <class Loss>
+  double step(const Loss& loss) {
+    const std::int64_t b = batch_;
+    if (!pool_) {
+      const auto l = loss(*vae_, 0, b);
+      l.backward();
+      return l.template item<double>();
+    }
+    std::vector<double> part(static_cast<std::size_t>(pool_->size()));
+    pool_->run([&](int k) {
+      const std::int64_t lo = b * k / pool_->size(), hi = b * (k + 1) / pool_->size();
+      auto& m = k == 0 ? *vae_ : *replicas_[static_cast<std::size_t>(k - 1)];
+      const auto l = loss(m, lo, hi - lo);
+      l.backward();
+      part[static_cast<std::size_t>(k)] = l.template item<double>();
+    });
+    torch::NoGradGuard g;
+    auto params = vae_->parameters();
+    for (std::size_t k = 0; k < replicas_.size(); ++k) {
+      for (std::size_t i = 0; i < params.size(); ++i) {
+        auto& grad = params[i].mutable_grad();
+        const auto& other = replica_params_[k][i].grad();
+        if (grad.defined()) grad.add_(other);
+        else grad = other.clone();
+      }
+      replica_grads_[k].zero_();
+    }
+    double total = 0;
+    for (double l : part) total += l;
+    return total;
+  }
+
+ private:
+  autoencoder::KLAutoencoder& vae_;
+  std::vector<autoencoder::KLAutoencoder> replicas_;
+  std::vector<std::vector<torch::Tensor>> replica_params_;
+  std::vector<torch::Tensor> replica_grads_;  // each replica's gradients, as one buffer
+  std::unique_ptr<ShardPool> pool_;           // null: the whole batch on the calling thread
+  std::int64_t batch_;
+};
+
 inline AutoencoderTrainResult train_autoencoder(autoencoder::KLAutoencoder& vae, const AutoencoderTrainConfig& c,
                                                 const std::function<void(int, double)>& on_step = {}) {
   if (c.loss != "l1" && c.loss != "l2") throw InputError("autoencoder training: loss must be l1 or l2");
@@ -94,10 +165,15 @@ inline AutoencoderTrainResult train_autoencoder(autoencoder::KLAutoencoder& vae,
   check_lr_decay(c.lr_decay, "autoencoder training: lr_decay");
   if (c.precision != "f32" && c.precision != "bf16" && c.precision != "auto")
     throw InputError("autoencoder training: precision must be f32, bf16 or auto");
+  if (c.workers < 0) throw InputError("autoencoder training: workers must be >= 0 (0: one per usable core)");
+  if (c.posterior != "sample" && c.posterior != "mean")
+    throw InputError("autoencoder training: posterior must be sample or mean");
+  const bool sample = c.posterior == "sample";
   torch::manual_seed(c.seed);
   const auto train = shapes_images(c.train_images, c.image_size, c.seed, data::Split::Train);
   const auto eval_images = autoencoder_eval_images(c);
   torch::optim::AdamW opt(vae->parameters(), torch::optim::AdamWOptions(c.lr).weight_decay(0.0));
+  AutoencoderShards shards(vae, c.workers > 0 ? c.workers : usable_hardware_threads(), c.batch);
   auto gen = at::detail::createCPUGenerator(c.seed);
   const auto start = std::chrono::steady_clock::now();
   AutoencoderTrainResult r;
@@ -112,25 +188,30 @@ inline AutoencoderTrainResult train_autoencoder(autoencoder::KLAutoencoder& vae,
     for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
     const auto idx = torch::randint(c.train_images, {c.batch}, gen, torch::kLong);
     const auto x = train.index_select(0, idx);
-    torch::Tensor rec;
-    autoencoder::LatentDistribution d;
-    {  // bf16 convolutions: 1.25-1.43x a float32 step on AMX machines (benchmarks/vae_train_step.cpp)
-      CpuAutocast amp(bf16);
-      d = vae->encode(x);
-      const auto noise = torch::randn(d.mean.sizes(), gen, torch::TensorOptions().dtype(torch::kFloat32));
-      rec = vae->decode(d.sample(noise));
-    }
-    d = {d.mean.to(torch::kFloat32), d.logvar.to(torch::kFloat32)};
-    const auto err = rec.to(torch::kFloat32) - x;
-    const auto recon = c.loss == "l1" ? err.abs().mean() : err.pow(2).mean();
-    // KL(N(mu, sigma^2) || N(0, 1)) per latent element
-    const auto kl = 0.5 * (d.mean.pow(2) + d.logvar.exp() - 1 - d.logvar).mean();
-    const auto loss = recon + c.kl_weight * kl;
+    // the posterior sample's noise for the whole batch, drawn before any split: the same numbers
+    // whatever the worker count
+    const auto f = vae->config().factor();
+    const auto noise = torch::randn({c.batch, vae->config().z_channels, c.image_size / f, c.image_size / f}, gen,
+                                    torch::TensorOptions().dtype(torch::kFloat32));
     opt.zero_grad();
-    loss.backward();
+    r.final_loss = shards.step([&](autoencoder::KLAutoencoderImpl& m, std::int64_t lo, std::int64_t n) {
+      torch::Tensor rec;
+      autoencoder::LatentDistribution d;
+      {  // bf16 convolutions: 1.25-1.43x a float32 step on AMX machines (benchmarks/vae_train_step.cpp)
+        CpuAutocast amp(bf16);
+        d = m.encode(x.narrow(0, lo, n));
+        rec = m.decode(sample ? d.sample(noise.narrow(0, lo, n)) : d.mean);
+      }
+      d = {d.mean.to(torch::kFloat32), d.logvar.to(torch::kFloat32)};
+      const auto err = rec.to(torch::kFloat32) - x.narrow(0, lo, n);
+      const auto recon = c.loss == "l1" ? err.abs().mean() : err.pow(2).mean();
+      // KL(N(mu, sigma^2) || N(0, 1)) per latent element
+      const auto kl = 0.5 * (d.mean.pow(2) + d.logvar.exp() - 1 - d.logvar).mean();
+      // each shard's means weighted by its share: the shards' gradients add up to the batch's
+      return (recon + c.kl_weight * kl) * (static_cast<double>(n) / static_cast<double>(c.batch));
+    });
     opt.step();
     r.steps = step + 1;
-    r.final_loss = loss.item<double>();
     if (!std::isfinite(r.final_loss)) throw Error("autoencoder training: the loss became " + std::to_string(r.final_loss) + " at step " + std::to_string(step));
     if (on_step) on_step(step + 1, r.final_loss);
   }

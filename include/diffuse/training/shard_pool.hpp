@@ -23,6 +23,7 @@
 
 #include "diffuse/core/blas_threads.hpp"
 #include "diffuse/core/error.hpp"
+#include "diffuse/training/flat_adamw.hpp"
 
 namespace diffuse::training {
 
@@ -94,5 +95,19 @@ class ShardPool {
   bool stop_ = false;
   std::exception_ptr error_;
 };
+
+// Makes `replica` (a module of the same structure) a shard's copy of `model`: its parameters become
+// views of the model's, so an optimizer step on the model reaches it, its buffers copies; returns
+// its gradients as one buffer of its own (flat_adamw.hpp), to be added to the model's after a step.
+template <class Holder>
+torch::Tensor share_parameters(Holder& model, Holder& replica) {
+  torch::NoGradGuard g;
+  const auto params = model->parameters();
+  auto rp = replica->parameters();
+  for (std::size_t i = 0; i < rp.size(); ++i) rp[i].set_data(params[i]);
+  auto src = model->buffers(), dst = replica->buffers();
+  for (std::size_t i = 0; i < dst.size(); ++i) dst[i].copy_(src[i]);
+  return gradients_into_one(rp);
+}
 
 }  // namespace diffuse::training

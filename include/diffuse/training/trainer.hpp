@@ -627,16 +627,10 @@ class Trainer {
   void start_workers() {
     const int n = std::min(c_.workers > 0 ? c_.workers : usable_hardware_threads(), c_.batch);
     if (n <= 1) return;
-    const auto params = model_->parameters();
-    torch::NoGradGuard g;
     for (int k = 1; k < n; ++k) {
       auto r = P::backbone_type::create(c_.model);
-      auto rp = r->parameters();
-      for (std::size_t i = 0; i < rp.size(); ++i) rp[i].set_data(params[i]);
-      auto src = model_->buffers(), dst = r->buffers();
-      for (std::size_t i = 0; i < dst.size(); ++i) dst[i].copy_(src[i]);
+      replica_grads_.push_back(share_parameters(model_, r));
       replicas_.push_back(r);
-      replica_grads_.push_back(gradients_into_one(rp));
     }
     pool_ = std::make_unique<ShardPool>(n);
     log("batch split over " + std::to_string(n) + " worker threads (one intra-op thread each)");
