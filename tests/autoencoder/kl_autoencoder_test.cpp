@@ -207,13 +207,20 @@ namespace t_vae_training {
 
 using namespace diffuse;
 
-TEST_CASE("training an autoencoder on shapes lowers the loss and reports PSNR and SSIM", "[autoencoder][training]") {
+// A small training run for unit tests: factor 2, width 32, 16 x 16 images, 2 evaluation images.
+training::AutoencoderTrainConfig tiny_config(int batch, int steps, int train_images) {
   auto c = training::AutoencoderTrainConfig::shapes_default();
-  c.model = {32, {1, 2}, 1, 3, 4};  // factor 2, small: this is a unit test
+  c.model = {32, {1, 2}, 1, 3, 4};
   c.image_size = 16;
-  c.batch = 8;
-  c.steps = 40;
-  c.train_images = 64;
+  c.batch = batch;
+  c.steps = steps;
+  c.train_images = train_images;
+  c.eval_images = 2;
+  return c;
+}
+
+TEST_CASE("training an autoencoder on shapes lowers the loss and reports PSNR and SSIM", "[autoencoder][training]") {
+  auto c = tiny_config(8, 40, 64);
   c.eval_images = 8;
   c.lr = 2e-3;
   torch::manual_seed(0);
@@ -267,13 +274,8 @@ TEST_CASE("the autoencoder's evaluation images are fixed across seeds and never 
 }
 
 TEST_CASE("bfloat16 autoencoder training computes the float32 loss to bfloat16 accuracy", "[autoencoder][training]") {
-  auto c = training::AutoencoderTrainConfig::shapes_default();
-  c.model = {32, {1, 2}, 1, 3, 4};
-  c.image_size = 16;
-  c.batch = 8;
-  c.steps = 1;  // the reported loss is the first step's, before any update: same weights, same batch
-  c.train_images = 16;
-  c.eval_images = 2;
+  // the reported loss is the first step's, before any update: same weights, same batch
+  auto c = tiny_config(8, 1, 16);
   double loss[2];
   for (int i = 0; i < 2; ++i) {
     c.precision = i ? "bf16" : "f32";
@@ -328,13 +330,7 @@ TEST_CASE("the autoencoder batch split over workers gives the whole batch's grad
 }
 
 TEST_CASE("autoencoder training split over workers follows the one-thread run", "[autoencoder][training]") {
-  auto c = training::AutoencoderTrainConfig::shapes_default();
-  c.model = {32, {1, 2}, 1, 3, 4};
-  c.image_size = 16;
-  c.batch = 7;
-  c.steps = 4;
-  c.train_images = 32;
-  c.eval_images = 2;
+  auto c = tiny_config(7, 4, 32);
   c.precision = "f32";
   std::vector<std::vector<double>> losses;
   for (int workers : {1, 2}) {
@@ -355,13 +351,8 @@ TEST_CASE("autoencoder training split over workers follows the one-thread run", 
 }
 
 TEST_CASE("autoencoder training on the posterior mean drops the sampling noise", "[autoencoder][training]") {
-  auto c = training::AutoencoderTrainConfig::shapes_default();
-  c.model = {32, {1, 2}, 1, 3, 4};
-  c.image_size = 16;
-  c.batch = 4;
-  c.steps = 1;  // the first loss: the same weights and batch, decoded from the mean or from a sample
-  c.train_images = 8;
-  c.eval_images = 2;
+  // the first loss: the same weights and batch, decoded from the mean or from a sample
+  auto c = tiny_config(4, 1, 8);
   c.precision = "f32";
   c.kl_weight = 0;
   double loss[2];
