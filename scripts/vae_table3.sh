@@ -10,6 +10,8 @@
 #   FACTOR=32 bash scripts/vae_table3.sh    (32x, one latent vector per image: writes docs/vae_table3_f32.md)
 #   KL=0.003 bash scripts/vae_table3.sh     (KL weight, default 1e-6; another weight writes docs/vae_table3[_f16|_f32]_kl<KL>.md)
 #   REUSE=1 ...                             (keep models whose metrics.json exists: only the missing ones train)
+#   POSTERIOR=mean ...                      (decode the posterior mean in training, not a sample: a deterministic
+#                                            autoencoder, an ablation; writes docs/vae_table3[...]_mean.md)
 #   SEEDS="0 1 2" bash scripts/vae_table3.sh (one model per channel count and seed; the table gives each seed and the mean:
 #                                            seeds of one config differed by 3-7 dB at 1500 steps)
 set -euo pipefail
@@ -27,10 +29,13 @@ case "$factor" in
   *) echo "vae_table3: FACTOR must be 8, 16 or 32" >&2; exit 2 ;;
 esac
 kl=${KL:-1e-6}
+posterior=${POSTERIOR:-sample}
+case "$posterior" in sample|mean) ;; *) echo "vae_table3: POSTERIOR must be sample or mean" >&2; exit 2 ;; esac
 read -r -a seeds <<< "${SEEDS:-0}"
 if [ "$kl" != 1e-6 ]; then doc=${doc%.md}_kl$kl.md; out=${out}_kl$kl; fi
+if [ "$posterior" != sample ]; then doc=${doc%.md}_$posterior.md; out=${out}_$posterior; fi
 mkdir -p "$out"
-echo "{\"model\": {\"ch_mult\": [$mult]}, \"kl_weight\": $kl}" > "$out/config.json"
+echo "{\"model\": {\"ch_mult\": [$mult]}, \"kl_weight\": $kl, \"posterior\": \"$posterior\"}" > "$out/config.json"
 "$root/scripts/install_deps.sh"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build "$build" --target diffuse_cli
@@ -45,10 +50,10 @@ done
   echo
   echo "Same architecture (width 32, multipliers $mult, one block per level, ${factor}x downsampling),"
   echo "same budget ($what of training each, batch 32, AdamW 1e-3 with cosine decay to zero, precision auto,"
-  echo "L1 + $kl x KL (mean over latent numbers)), 32x32 images, seeds ${seeds[*]}; PSNR/SSIM of mean-latent reconstructions"
+  echo "L1 + $kl x KL (mean over latent numbers)), decoder trained on the posterior $posterior, 32x32 images, seeds ${seeds[*]}; PSNR/SSIM of mean-latent reconstructions"
   echo "of 64 unseen images of the training distribution (the same for every seed), and of 64 images of the held-out"
   echo "colour-shape combinations (never trained on)."
-  echo "Produced by \`FACTOR=$factor KL=$kl STEPS=$steps MINUTES=$minutes SEEDS=\"${seeds[*]}\" bash scripts/vae_table3.sh\` on $(date -u +%Y-%m-%d)."
+  echo "Produced by \`FACTOR=$factor KL=$kl POSTERIOR=$posterior STEPS=$steps MINUTES=$minutes SEEDS=\"${seeds[*]}\" bash scripts/vae_table3.sh\` on $(date -u +%Y-%m-%d)."
   echo
   python3 - "$out" "${seeds[@]}" <<'PY'
 import json, sys
