@@ -2,7 +2,7 @@
 # A small reproduction of the SD3 paper's Table 3 trend (more latent channels reconstruct better)
 # on the shapes world: autoencoders with 4, 8 and 16 latent channels, same width, same training
 # budget, held-out PSNR and SSIM written to docs/vae_table3.md.
-#   bash scripts/vae_table3.sh              (1500 steps per model, ~8 min each on 2 cores)
+#   bash scripts/vae_table3.sh              (1500 steps per model, ~6 min each on 2 cores with the batch split)
 #   STEPS=3000 bash scripts/vae_table3.sh   (a step budget is the same on a busy machine)
 #   MINUTES=5 bash scripts/vae_table3.sh    (a wall-clock budget instead)
 #   FACTOR=16 bash scripts/vae_table3.sh    (16x downsampling, 2 x 2 latents, ~0.3 s a step: the latent becomes the
