@@ -106,7 +106,6 @@ class AutoencoderShards {
     for (int k = 1; k < workers; ++k) {
       autoencoder::KLAutoencoder r(vae->config());
       replica_grads_.push_back(share_parameters(vae, r));
-      replica_params_.push_back(r->parameters());
       replicas_.push_back(r);
     }
     pool_ = std::make_unique<ShardPool>(workers);
@@ -119,26 +118,24 @@ class AutoencoderShards {
   // Returns the batch's loss.
   template <class Loss>
   double step(const Loss& loss) {
-    const std::int64_t b = batch_;
-    if (!pool_) {
-      const auto l = loss(*vae_, 0, b);
-      l.backward();
-      return l.template item<double>();
-    }
-    std::vector<double> part(static_cast<std::size_t>(pool_->size()));
-    pool_->run([&](int k) {
-      const std::int64_t lo = b * k / pool_->size(), hi = b * (k + 1) / pool_->size();
+    const int n = workers();
+    std::vector<double> part(static_cast<std::size_t>(n));
+    auto shard = [&](int k) {
+      const std::int64_t lo = batch_ * k / n, hi = batch_ * (k + 1) / n;
       auto& m = k == 0 ? *vae_ : *replicas_[static_cast<std::size_t>(k - 1)];
       const auto l = loss(m, lo, hi - lo);
       l.backward();
       part[static_cast<std::size_t>(k)] = l.template item<double>();
-    });
+    };
+    if (pool_) pool_->run(shard);
+    else shard(0);  // the whole batch on the calling thread and its intra-op threads
     torch::NoGradGuard g;
     auto params = vae_->parameters();
     for (std::size_t k = 0; k < replicas_.size(); ++k) {
+      const auto replica_params = replicas_[k]->parameters();
       for (std::size_t i = 0; i < params.size(); ++i) {
         auto& grad = params[i].mutable_grad();
-        const auto& other = replica_params_[k][i].grad();
+        const auto& other = replica_params[i].grad();
         if (grad.defined()) grad.add_(other);
         else grad = other.clone();
       }
@@ -152,7 +149,6 @@ class AutoencoderShards {
  private:
   autoencoder::KLAutoencoder& vae_;
   std::vector<autoencoder::KLAutoencoder> replicas_;
-  std::vector<std::vector<torch::Tensor>> replica_params_;
   std::vector<torch::Tensor> replica_grads_;  // each replica's gradients, as one buffer
   std::unique_ptr<ShardPool> pool_;           // null: the whole batch on the calling thread
   std::int64_t batch_;
@@ -189,7 +185,7 @@ inline AutoencoderTrainResult train_autoencoder(autoencoder::KLAutoencoder& vae,
     const auto idx = torch::randint(c.train_images, {c.batch}, gen, torch::kLong);
     const auto x = train.index_select(0, idx);
     // the posterior sample's noise for the whole batch, drawn before any split: the same numbers
-    // whatever the worker count
+    // whatever the worker count (drawn for posterior "mean" too, so both draw the same batches)
     const auto f = vae->config().factor();
     const auto noise = torch::randn({c.batch, vae->config().z_channels, c.image_size / f, c.image_size / f}, gen,
                                     torch::TensorOptions().dtype(torch::kFloat32));
