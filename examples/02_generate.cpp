@@ -19,7 +19,7 @@ std::string write_tiny_model(const std::filesystem::path& dir) {
   auto cfg = backbone::MMDiTConfig::scaling(2);
   cfg.pos_embed_max_size = 16;
   backbone::MMDiT mmdit(cfg);
-  autoencoder::KLAutoencoder vae(autoencoder::KLAutoencoderConfig{32, {1, 1, 1, 1}, 1, 3, 16});
+  autoencoder::KLAutoencoder vae(autoencoder::KLAutoencoderConfig{32, {1, 1, 1, 1}, 1, 3, 16, 32});
   auto tensors = io::mmdit_tensors(mmdit, io::KeyLayout::Original, "model.diffusion_model.");
   for (auto& kv : autoencoder::autoencoder_tensors(vae, false, "first_stage_model.")) tensors.push_back(kv);
   const auto path = (dir / "tiny_sd3.safetensors").string();

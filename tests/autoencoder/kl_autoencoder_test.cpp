@@ -38,7 +38,7 @@ TEST_CASE("the SD3 preset has the SD3 VAE's keys and shapes", "[autoencoder]") {
 }
 
 TEST_CASE("encode and decode keep the 8x factor on non-square sizes; bad input is a clear error", "[autoencoder]") {
-  KLAutoencoder vae(KLAutoencoderConfig{32, {1, 1, 2, 2}, 1, 3, 16});
+  KLAutoencoder vae(KLAutoencoderConfig{32, {1, 1, 2, 2}, 1, 3, 16, 32});
   torch::NoGradGuard g;
   const auto d = vae->encode(torch::rand({1, 3, 24, 40}) * 2 - 1);
   CHECK(d.mean.sizes() == torch::IntArrayRef{1, 16, 3, 5});
@@ -47,11 +47,11 @@ TEST_CASE("encode and decode keep the 8x factor on non-square sizes; bad input i
   CHECK_THROWS_WITH(vae->encode(torch::rand({1, 3, 20, 40})), Contains("not divisible by the downsampling factor 8"));
   CHECK_THROWS_WITH(vae->encode(torch::rand({1, 4, 24, 40})), Contains("image must be [B, 3, H, W]"));
   CHECK_THROWS_WITH(vae->decode(torch::rand({1, 4, 3, 5})), Contains("latent must be [B, 16, h, w]"));
-  CHECK_THROWS_WITH(KLAutoencoderConfig({20, {1}, 1, 3, 16}).validate(), Contains("multiple of 32"));
+  CHECK_THROWS_WITH(KLAutoencoderConfig({20, {1}, 1, 3, 16, 32}).validate(), Contains("multiple of norm_groups (32"));
 }
 
 TEST_CASE("autoencoder weights load with or without the first_stage_model. prefix and report problems", "[autoencoder]") {
-  const KLAutoencoderConfig c{32, {1, 2}, 1, 3, 4};
+  const KLAutoencoderConfig c{32, {1, 2}, 1, 3, 4, 32};
   KLAutoencoder vae(c);
   test::TempDir dir;
   std::vector<std::pair<std::string, torch::Tensor>> plain, prefixed, broken;
@@ -76,6 +76,43 @@ TEST_CASE("autoencoder weights load with or without the first_stage_model. prefi
                     Contains("missing decoder.conv_out.bias") && Contains("unexpected decoder.extra.weight"));
 }
 
+TEST_CASE("the GroupNorm group count is configurable and travels in the file's metadata", "[autoencoder]") {
+  const KLAutoencoderConfig c{32, {1, 2}, 1, 3, 4, 8};
+  torch::manual_seed(6);
+  KLAutoencoder vae(c);
+  int norms = 0;
+  for (const auto& m : vae->named_modules())
+    if (const auto* n = m.value()->as<torch::nn::GroupNormImpl>()) {
+      CHECK(n->options.num_groups() == 8);
+      ++norms;
+    }
+  CHECK(norms == 24);  // encoder: 2 blocks x 2, 5 in the middle, norm_out; decoder: 4 blocks x 2, 5, norm_out
+  // the group count changes what the model computes (4 channels a group here, 1 with 32)
+  torch::manual_seed(6);
+  KLAutoencoder sd3_groups(KLAutoencoderConfig{32, {1, 2}, 1, 3, 4, 32});
+  torch::NoGradGuard g;
+  const auto x = torch::rand({2, 3, 8, 8}) * 2 - 1;
+  CHECK(!torch::allclose(sd3_groups->encode(x).mean, vae->encode(x).mean));
+  test::TempDir dir;
+  io::save_safetensors(dir / "g8.safetensors", autoencoder_tensors(vae, false), autoencoder_metadata(c));
+  auto loaded = load_autoencoder((dir / "g8.safetensors").string());
+  CHECK(loaded->config().norm_groups == 8);
+  CHECK(torch::equal(loaded->encode(x).mean, vae->encode(x).mean));
+  // without the entry a file is read with SD3's 32 groups, as the released files are
+  io::save_safetensors(dir / "plain.safetensors", autoencoder_tensors(vae, false));
+  CHECK(load_autoencoder((dir / "plain.safetensors").string())->config().norm_groups == 32);
+  for (const char* bad : {"x", "0", "8x", ""}) {
+    io::save_safetensors(dir / "bad.safetensors", autoencoder_tensors(vae, false), {{norm_groups_metadata_key, bad}});
+    CHECK_THROWS_WITH(load_autoencoder((dir / "bad.safetensors").string()),
+                      Contains("diffuse.vae_norm_groups must be a positive integer"));
+  }
+  // a group count the width does not divide
+  io::save_safetensors(dir / "g3.safetensors", autoencoder_tensors(vae, false), {{norm_groups_metadata_key, "3"}});
+  CHECK_THROWS_WITH(load_autoencoder((dir / "g3.safetensors").string()), Contains("multiple of norm_groups (3"));
+  CHECK_THROWS_WITH(KLAutoencoderConfig({32, {1}, 1, 3, 4, 0}).validate(), Contains("norm_groups must be positive"));
+  CHECK_THROWS_WITH(KLAutoencoderConfig({32, {1, 0}, 1, 3, 4, 32}).validate(), Contains("ch_mult entries must be positive"));
+}
+
 TEST_CASE("the diffusers VAE layout: renamed levels, reversed decoder, Linear attention; round trip", "[autoencoder]") {
   CHECK(diffusers_vae_key("decoder.up.3.block.0.nin_shortcut.weight", 4) == "decoder.up_blocks.0.resnets.0.conv_shortcut.weight");
   CHECK(diffusers_vae_key("decoder.up.1.upsample.conv.bias", 4) == "decoder.up_blocks.2.upsamplers.0.conv.bias");
@@ -88,7 +125,7 @@ TEST_CASE("the diffusers VAE layout: renamed levels, reversed decoder, Linear at
   CHECK(diffusers_vae_key("decoder.norm_out.weight", 4) == "decoder.conv_norm_out.weight");
   CHECK(diffusers_vae_key("decoder.conv_in.weight", 4) == "decoder.conv_in.weight");
   torch::manual_seed(3);
-  KLAutoencoder vae(KLAutoencoderConfig{32, {1, 2, 2}, 1, 3, 4});
+  KLAutoencoder vae(KLAutoencoderConfig{32, {1, 2, 2}, 1, 3, 4, 32});
   test::TempDir dir;
   io::save_safetensors(dir / "diffusers.safetensors", autoencoder_tensors(vae, true));
   io::SafetensorsFile f((dir / "diffusers.safetensors").string());
@@ -176,7 +213,7 @@ using namespace diffuse::autoencoder;
 
 TEST_CASE("tiled decoding and encoding agree with the untiled result", "[autoencoder]") {
   torch::manual_seed(21);
-  KLAutoencoder vae(KLAutoencoderConfig{32, {1, 1, 2}, 1, 3, 4});  // factor 4
+  KLAutoencoder vae(KLAutoencoderConfig{32, {1, 1, 2}, 1, 3, 4, 32});  // factor 4
   torch::NoGradGuard g;
   const auto z = torch::randn({1, 4, 24, 20});
   const auto full = vae->decode(z);
@@ -210,7 +247,7 @@ using namespace diffuse;
 // A small training run for unit tests: factor 2, width 32, 16 x 16 images, 2 evaluation images.
 training::AutoencoderTrainConfig tiny_config(int batch, int steps, int train_images) {
   auto c = training::AutoencoderTrainConfig::shapes_default();
-  c.model = {32, {1, 2}, 1, 3, 4};
+  c.model = {32, {1, 2}, 1, 3, 4, 32};
   c.image_size = 16;
   c.batch = batch;
   c.steps = steps;
@@ -291,7 +328,7 @@ TEST_CASE("bfloat16 autoencoder training computes the float32 loss to bfloat16 a
 }
 
 TEST_CASE("the autoencoder batch split over workers gives the whole batch's gradient", "[autoencoder][training]") {
-  const autoencoder::KLAutoencoderConfig cfg{32, {1, 2}, 1, 3, 4};
+  const autoencoder::KLAutoencoderConfig cfg{32, {1, 2}, 1, 3, 4, 32};
   torch::manual_seed(5);
   autoencoder::KLAutoencoder vae(cfg);
   const std::int64_t batch = 7;  // not divisible by 2 or 3: shards of unequal size, weighted by their share
@@ -375,6 +412,43 @@ TEST_CASE("autoencoder training on the posterior mean drops the sampling noise",
   CHECK(loss[0] != loss[1]);  // at initialisation the posterior's noise (std ~1) changes the decoded image
   c.posterior = "mode";
   autoencoder::KLAutoencoder vae(c.model);
+  CHECK_THROWS_AS(training::train_autoencoder(vae, c), InputError);
+}
+
+TEST_CASE("autoencoder training warms the rate up and clips the gradient's norm", "[autoencoder][training]") {
+  // Adam's first step moves every weight with a gradient by lr * g / (|g| + eps), i.e. by ~lr for
+  // any gradient well above eps: the largest move measures the step's rate.
+  auto largest_move = [](int warmup, double clip) {
+    auto c = tiny_config(4, 1, 8);
+    c.precision = "f32";
+    c.lr = 1e-3;
+    c.warmup_steps = warmup;
+    c.grad_clip = clip;
+    torch::manual_seed(5);
+    autoencoder::KLAutoencoder vae(c.model);
+    std::vector<torch::Tensor> before;
+    for (const auto& p : vae->parameters()) before.push_back(p.detach().clone());
+    training::train_autoencoder(vae, c);
+    double m = 0;
+    const auto after = vae->parameters();
+    for (std::size_t i = 0; i < before.size(); ++i)
+      m = std::max(m, (after[i].detach() - before[i]).abs().max().item<double>());
+    return m;
+  };
+  const double plain = largest_move(0, 0);
+  CHECK(plain == Approx(1e-3).epsilon(0.01));
+  // the first of 4 warm-up steps runs at a quarter of the rate
+  CHECK(largest_move(4, 0) == Approx(0.25e-3).epsilon(0.01));
+  // a clip far above the gradient's norm changes nothing; one of 1e-8 leaves every entry of the
+  // clipped gradient at or below 1e-8 = Adam's eps, which halves the step at most
+  CHECK(largest_move(0, 1e6) == plain);
+  CHECK(largest_move(0, 1e-8) <= 0.5e-3 * 1.001);
+  auto c = tiny_config(4, 1, 8);
+  autoencoder::KLAutoencoder vae(c.model);
+  c.warmup_steps = -1;
+  CHECK_THROWS_AS(training::train_autoencoder(vae, c), InputError);
+  c.warmup_steps = 0;
+  c.grad_clip = -1;
   CHECK_THROWS_AS(training::train_autoencoder(vae, c), InputError);
 }
 

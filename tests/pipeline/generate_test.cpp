@@ -27,7 +27,7 @@ struct TinySD3 {
     c.pos_embed_max_size = 16;
     return c;
   }()};
-  autoencoder::KLAutoencoder vae{autoencoder::KLAutoencoderConfig{32, {1, 1, 1, 1}, 1, 3, 16}};
+  autoencoder::KLAutoencoder vae{autoencoder::KLAutoencoderConfig{32, {1, 1, 1, 1}, 1, 3, 16, 32}};
   std::filesystem::path dir = text.dir.path();
 
   TinySD3() {

@@ -420,7 +420,7 @@ TEST_CASE("a variant typedef trains and samples with another process and backbon
 TEST_CASE("the SD3 recipe trains in the latent space of a frozen KL autoencoder", "[pipeline][training]") {
   TempDir d;
   torch::manual_seed(0);
-  autoencoder::KLAutoencoder vae(autoencoder::KLAutoencoderConfig{32, {1, 2}, 1, 3, 4});
+  autoencoder::KLAutoencoder vae(autoencoder::KLAutoencoderConfig{32, {1, 2}, 1, 3, 4, 32});
   std::vector<std::pair<std::string, torch::Tensor>> w;
   for (const auto& p : vae->named_parameters(true)) w.emplace_back(p.key(), p.value());
   io::save_safetensors(d / "vae.safetensors", w);

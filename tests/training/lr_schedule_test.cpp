@@ -37,6 +37,13 @@ TEST_CASE("learning-rate schedules: constant, cosine and linear decay over the b
     CHECK(scheduled_lr(1.0, 1.7, "linear") == Approx(0.0).margin(1e-15));
     CHECK(scheduled_lr(1.0, -0.5, "cosine") == Approx(1.0));
   }
+  SECTION("the warm-up factor rises linearly to 1 and stays there") {
+    CHECK(training::warmup_factor(0, 4) == Approx(0.25));
+    CHECK(training::warmup_factor(2, 4) == Approx(0.75));
+    CHECK(training::warmup_factor(3, 4) == 1.0);
+    CHECK(training::warmup_factor(50, 4) == 1.0);
+    CHECK(training::warmup_factor(0, 0) == 1.0);
+  }
   SECTION("an unknown name is an input error that names the field") {
     CHECK_THROWS_AS(scheduled_lr(1.0, 0.5, "step"), InputError);
     try {

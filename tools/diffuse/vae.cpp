@@ -84,7 +84,13 @@ void run_train(const TrainOptions& t) {
   autoencoder::KLAutoencoder vae(c.model);
   std::filesystem::create_directories(t.out);
   const int total = c.minutes > 0 ? 0 : c.steps;
+  // the mean training loss of every 100 steps, kept in metrics.json: where runs of one
+  // configuration part (docs/autoencoder.md, Table 3)
+  std::vector<double> curve;
+  double window = 0;
   const auto r = training::train_autoencoder(vae, c, [&](int step, double loss) {
+    window += loss;
+    if (step % 100 == 0) curve.push_back(window / 100), window = 0;
     if (step % 50 == 0 || step == total)
       std::fprintf(stderr, "\rvae train step %d%s loss %.5f   ", step, total ? ("/" + std::to_string(total)).c_str() : "", loss);
   });
@@ -92,10 +98,12 @@ void run_train(const TrainOptions& t) {
   std::vector<std::pair<std::string, torch::Tensor>> w;
   for (const auto& p : vae->named_parameters(true)) w.emplace_back(p.key(), p.value());
   const auto config_text = config_to_json(c).dump();
-  io::save_safetensors(std::filesystem::path(t.out) / "vae.safetensors", w, {{"diffuse.train_config", config_text}});
+  auto metadata = autoencoder::autoencoder_metadata(c.model);
+  metadata.emplace("diffuse.train_config", config_text);
+  io::save_safetensors(std::filesystem::path(t.out) / "vae.safetensors", w, metadata);
   nlohmann::json m{{"steps", r.steps}, {"seconds", r.seconds}, {"final_loss", r.final_loss}, {"psnr", r.psnr},
                    {"ssim", r.ssim}, {"psnr_held_out", r.psnr_held_out}, {"ssim_held_out", r.ssim_held_out},
-                   {"z_channels", c.model.z_channels}, {"precision", r.precision},
+                   {"z_channels", c.model.z_channels}, {"precision", r.precision}, {"loss_per_100_steps", curve},
                    {"config", nlohmann::json::parse(config_text)}};
   const std::string text = m.dump(2) + "\n";
   io::AtomicFileWriter mw(std::filesystem::path(t.out) / "metrics.json");

@@ -6,8 +6,10 @@
 // `decoder.mid.attn_1.q.weight`, ...); widths, multipliers, blocks per level and latent channels
 // come from the config, with an SD3 preset.
 #include <cmath>
+#include <map>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -30,21 +32,27 @@ struct KLAutoencoderConfig {
                            (std::vector<int>, ch_mult),  // per level (SD3: 1, 2, 4, 4); levels - 1 = log2(factor)
                            (int, num_res_blocks),       // per encoder level; the decoder has one more (SD3: 2)
                            (int, in_channels),          // image channels (3)
-                           (int, z_channels));          // latent channels (SD3: 16)
-  static KLAutoencoderConfig sd3() { return {128, {1, 2, 4, 4}, 2, 3, 16}; }
+                           (int, z_channels),           // latent channels (SD3: 16)
+                           (int, norm_groups));         // GroupNorm groups (SD3: 32); not in the weights' shapes
+  static KLAutoencoderConfig sd3() { return {128, {1, 2, 4, 4}, 2, 3, 16, 32}; }
   int levels() const { return static_cast<int>(ch_mult.size()); }
   int factor() const { return 1 << (levels() - 1); }
   void validate() const {
-    if (ch < 32 || ch % 32) throw InputError("autoencoder config: ch must be a positive multiple of 32 (GroupNorm(32))");
+    if (norm_groups < 1) throw InputError("autoencoder config: norm_groups must be positive (SD3: 32)");
+    if (ch < norm_groups || ch % norm_groups)
+      throw InputError("autoencoder config: ch must be a positive multiple of norm_groups (" + std::to_string(norm_groups) +
+                       ": GroupNorm)");
     if (ch_mult.empty() || num_res_blocks < 1 || in_channels < 1 || z_channels < 1)
       throw InputError("autoencoder config: ch_mult, num_res_blocks, in_channels and z_channels must be positive");
+    for (int m : ch_mult)
+      if (m < 1) throw InputError("autoencoder config: ch_mult entries must be positive");
   }
 };
 
 namespace vae {
 
-inline torch::nn::GroupNorm group_norm(int channels) {
-  return torch::nn::GroupNorm(torch::nn::GroupNormOptions(32, channels).eps(1e-6));
+inline torch::nn::GroupNorm group_norm(int groups, int channels) {
+  return torch::nn::GroupNorm(torch::nn::GroupNormOptions(groups, channels).eps(1e-6));
 }
 // GroupNorm in its parameters' dtype: under bfloat16 autocast the convolutions hand it bfloat16,
 // which LibTorch 1.13's CPU kernel refuses beside float32 weights (and statistics are better in
@@ -56,10 +64,10 @@ inline torch::nn::Conv2d conv(int in, int out, int k, int stride = 1, int pad = 
 
 class ResnetBlockImpl : public torch::nn::Module {
  public:
-  ResnetBlockImpl(int in, int out) {
-    norm1 = register_module("norm1", group_norm(in));
+  ResnetBlockImpl(int groups, int in, int out) {
+    norm1 = register_module("norm1", group_norm(groups, in));
     conv1 = register_module("conv1", conv(in, out, 3, 1, 1));
-    norm2 = register_module("norm2", group_norm(out));
+    norm2 = register_module("norm2", group_norm(groups, out));
     conv2 = register_module("conv2", conv(out, out, 3, 1, 1));
     if (in != out) nin_shortcut = register_module("nin_shortcut", conv(in, out, 1));
   }
@@ -76,8 +84,8 @@ TORCH_MODULE(ResnetBlock);
 // Single-head attention over all positions, q/k/v/proj_out as 1x1 convolutions, scale C^-1/2.
 class AttnBlockImpl : public torch::nn::Module {
  public:
-  explicit AttnBlockImpl(int c) {
-    norm = register_module("norm", group_norm(c));
+  AttnBlockImpl(int groups, int c) {
+    norm = register_module("norm", group_norm(groups, c));
     q = register_module("q", conv(c, c, 1));
     k = register_module("k", conv(c, c, 1));
     v = register_module("v", conv(c, c, 1));
@@ -128,10 +136,10 @@ TORCH_MODULE(Level);
 
 class MidImpl : public torch::nn::Module {
  public:
-  explicit MidImpl(int c) {
-    block_1 = register_module("block_1", ResnetBlock(c, c));
-    attn_1 = register_module("attn_1", AttnBlock(c));
-    block_2 = register_module("block_2", ResnetBlock(c, c));
+  MidImpl(int groups, int c) {
+    block_1 = register_module("block_1", ResnetBlock(groups, c, c));
+    attn_1 = register_module("attn_1", AttnBlock(groups, c));
+    block_2 = register_module("block_2", ResnetBlock(groups, c, c));
   }
   ResnetBlock block_1{nullptr}, block_2{nullptr};
   AttnBlock attn_1{nullptr};
@@ -155,12 +163,12 @@ class KLEncoderImpl : public torch::nn::Module {
     for (int i = 0; i < c.levels(); ++i) {
       vae::Level level;
       const int block_out = c.ch * c.ch_mult[i];
-      for (int j = 0; j < c.num_res_blocks; ++j, block_in = block_out) level->block->push_back(vae::ResnetBlock(block_in, block_out));
+      for (int j = 0; j < c.num_res_blocks; ++j, block_in = block_out) level->block->push_back(vae::ResnetBlock(c.norm_groups, block_in, block_out));
       if (i != c.levels() - 1) level->downsample = level->register_module("downsample", vae::Downsample(block_in));
       down->push_back(level);
     }
-    mid = register_module("mid", vae::Mid(block_in));
-    norm_out = register_module("norm_out", vae::group_norm(block_in));
+    mid = register_module("mid", vae::Mid(c.norm_groups, block_in));
+    norm_out = register_module("norm_out", vae::group_norm(c.norm_groups, block_in));
     conv_out = register_module("conv_out", vae::conv(block_in, 2 * c.z_channels, 3, 1, 1));
   }
   // (B, 3, H, W) in [-1, 1] -> moments (B, 2 z, H / f, W / f)
@@ -192,18 +200,18 @@ class KLDecoderImpl : public torch::nn::Module {
   explicit KLDecoderImpl(const KLAutoencoderConfig& c) {
     int block_in = c.ch * c.ch_mult.back();
     conv_in = register_module("conv_in", vae::conv(c.z_channels, block_in, 3, 1, 1));
-    mid = register_module("mid", vae::Mid(block_in));
+    mid = register_module("mid", vae::Mid(c.norm_groups, block_in));
     std::vector<vae::Level> levels(static_cast<std::size_t>(c.levels()), nullptr);
     for (int i = c.levels() - 1; i >= 0; --i) {  // built from the lowest resolution up, stored by level index
       vae::Level level;
       const int block_out = c.ch * c.ch_mult[i];
-      for (int j = 0; j <= c.num_res_blocks; ++j, block_in = block_out) level->block->push_back(vae::ResnetBlock(block_in, block_out));
+      for (int j = 0; j <= c.num_res_blocks; ++j, block_in = block_out) level->block->push_back(vae::ResnetBlock(c.norm_groups, block_in, block_out));
       if (i != 0) level->upsample = level->register_module("upsample", vae::Upsample(block_in));
       levels[static_cast<std::size_t>(i)] = level;
     }
     up = register_module("up", torch::nn::ModuleList());
     for (auto& l : levels) up->push_back(l);
-    norm_out = register_module("norm_out", vae::group_norm(block_in));
+    norm_out = register_module("norm_out", vae::group_norm(c.norm_groups, block_in));
     conv_out = register_module("conv_out", vae::conv(block_in, c.in_channels, 3, 1, 1));
   }
   // (B, z, h, w) -> (B, 3, h f, w f), about [-1, 1]
@@ -355,7 +363,16 @@ inline AutoencoderLocation locate_autoencoder(const io::SafetensorsFile& f) {
                    "(original layout) or decoder.mid_block.attentions.0 (diffusers layout))");
 }
 
-// Reads the config from a checkpoint's shapes (either layout; prefix e.g. "first_stage_model.").
+// The GroupNorm group count is not visible in any tensor's shape: a file whose model uses another
+// count than SD3's 32 carries it in this metadata entry (autoencoder_metadata writes it).
+inline constexpr const char* norm_groups_metadata_key = "diffuse.vae_norm_groups";
+
+inline std::map<std::string, std::string> autoencoder_metadata(const KLAutoencoderConfig& c) {
+  return {{norm_groups_metadata_key, std::to_string(c.norm_groups)}};
+}
+
+// Reads the config from a checkpoint's shapes (either layout; prefix e.g. "first_stage_model.")
+// and the group count from its metadata (32 when absent, as in the released files).
 inline KLAutoencoderConfig detect_autoencoder_config(const io::SafetensorsFile& f, const std::string& p, bool diffusers = false) {
   auto dim = [&](const std::string& k, std::size_t i) -> int {
     const auto* t = f.header().find(p + k);
@@ -363,6 +380,20 @@ inline KLAutoencoderConfig detect_autoencoder_config(const io::SafetensorsFile& 
     return static_cast<int>(t->shape[i]);
   };
   KLAutoencoderConfig c{};
+  c.norm_groups = 32;
+  if (const auto it = f.metadata().find(norm_groups_metadata_key); it != f.metadata().end()) {
+    std::size_t used = 0;
+    int g = 0;
+    try {
+      g = std::stoi(it->second, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != it->second.size() || g < 1)
+      throw InputError(f.path() + ": metadata " + norm_groups_metadata_key + " must be a positive integer, got \"" +
+                       it->second + "\"");
+    c.norm_groups = g;
+  }
   c.ch = dim("encoder.conv_in.weight", 0);
   c.in_channels = dim("encoder.conv_in.weight", 1);
   c.z_channels = dim("decoder.conv_in.weight", 1);

@@ -28,6 +28,11 @@ inline double budget_progress(int step, int steps, double elapsed_seconds, doubl
   return minutes > 0 ? elapsed_seconds / (minutes * 60) : static_cast<double>(step) / steps;
 }
 
+// The linear warm-up's factor at `step` (0-based): (step + 1) / warmup_steps up to 1; 1 without one.
+inline double warmup_factor(int step, int warmup_steps) {
+  return warmup_steps > 0 ? std::min(1.0, (step + 1.0) / warmup_steps) : 1.0;
+}
+
 // The rate at `progress` in [0, 1] of the budget (clamped), after `warmup` (a fraction of base
 // rising linearly from 0 over the first steps, given by the caller as a factor in [0, 1]).
 inline double scheduled_lr(double base, double progress, const std::string& decay, double warmup_factor = 1.0) {

@@ -548,8 +548,8 @@ class Trainer {
 
  private:
   double lr_at(int step) const {
-    const double warm = c_.warmup_steps > 0 ? std::min(1.0, (step + 1.0) / c_.warmup_steps) : 1.0;
-    return scheduled_lr(c_.lr, budget_progress(step, c_.steps, elapsed_, c_.minutes), c_.lr_decay, warm);
+    return scheduled_lr(c_.lr, budget_progress(step, c_.steps, elapsed_, c_.minutes), c_.lr_decay,
+                        warmup_factor(step, c_.warmup_steps));
   }
   [[noreturn]] void non_finite(double loss, double norm) {
     std::string where = "none (the loss itself)";
