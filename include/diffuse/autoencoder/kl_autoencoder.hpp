@@ -3,8 +3,8 @@
 // SD3_FACTS (c)): residual blocks with GroupNorm(32, eps 1e-6) and SiLU, strided downsampling after
 // a (right 1, bottom 1) zero pad, nearest x2 upsampling, and a single-head attention block in the
 // middle. Module names equal the reference checkpoint keys (`encoder.down.0.block.1.conv2.weight`,
-// `decoder.mid.attn_1.q.weight`, ...); widths, multipliers, blocks per level and latent channels
-// come from the config, with an SD3 preset.
+// `decoder.mid.attn_1.q.weight`, ...); widths, multipliers, blocks per level, latent channels and
+// GroupNorm groups come from the config, with an SD3 preset.
 #include <cmath>
 #include <map>
 #include <optional>
@@ -163,7 +163,8 @@ class KLEncoderImpl : public torch::nn::Module {
     for (int i = 0; i < c.levels(); ++i) {
       vae::Level level;
       const int block_out = c.ch * c.ch_mult[i];
-      for (int j = 0; j < c.num_res_blocks; ++j, block_in = block_out) level->block->push_back(vae::ResnetBlock(c.norm_groups, block_in, block_out));
+      for (int j = 0; j < c.num_res_blocks; ++j, block_in = block_out)
+        level->block->push_back(vae::ResnetBlock(c.norm_groups, block_in, block_out));
       if (i != c.levels() - 1) level->downsample = level->register_module("downsample", vae::Downsample(block_in));
       down->push_back(level);
     }
@@ -205,7 +206,8 @@ class KLDecoderImpl : public torch::nn::Module {
     for (int i = c.levels() - 1; i >= 0; --i) {  // built from the lowest resolution up, stored by level index
       vae::Level level;
       const int block_out = c.ch * c.ch_mult[i];
-      for (int j = 0; j <= c.num_res_blocks; ++j, block_in = block_out) level->block->push_back(vae::ResnetBlock(c.norm_groups, block_in, block_out));
+      for (int j = 0; j <= c.num_res_blocks; ++j, block_in = block_out)
+        level->block->push_back(vae::ResnetBlock(c.norm_groups, block_in, block_out));
       if (i != 0) level->upsample = level->register_module("upsample", vae::Upsample(block_in));
       levels[static_cast<std::size_t>(i)] = level;
     }
@@ -363,8 +365,8 @@ inline AutoencoderLocation locate_autoencoder(const io::SafetensorsFile& f) {
                    "(original layout) or decoder.mid_block.attentions.0 (diffusers layout))");
 }
 
-// The GroupNorm group count is not visible in any tensor's shape: a file whose model uses another
-// count than SD3's 32 carries it in this metadata entry (autoencoder_metadata writes it).
+// The GroupNorm group count is not visible in any tensor's shape: a file trained here carries it in
+// this metadata entry (autoencoder_metadata writes it); the released files, with 32, do not.
 inline constexpr const char* norm_groups_metadata_key = "diffuse.vae_norm_groups";
 
 inline std::map<std::string, std::string> autoencoder_metadata(const KLAutoencoderConfig& c) {

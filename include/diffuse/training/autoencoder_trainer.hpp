@@ -45,7 +45,7 @@ struct AutoencoderTrainConfig {
   // The SD3 structure at width 32 with 8 GroupNorm groups (4 channels a group at the first level, as
   // SD3's 32 groups at width 128): with 32 groups every channel is normalised alone and the same
   // configuration ended 23-30 dB apart across seeds, some never separating the colours; with 8,
-  // 28-31 dB and a lower loss in 8 of 9 seed-matched runs (docs/autoencoder.md, Table 3).
+  // 28-31 dB, higher in 8 of 9 seed-matched runs (means 29.9 against 26.7 dB; docs/autoencoder.md).
   static AutoencoderTrainConfig shapes_default() {
     return {{32, {1, 2, 2, 2}, 1, 3, 16, 8}, 32, 32, 3000, 0.0, 1e-3, 1e-6, "l1", 4096, 64, 0, "cosine", 0, 0.0, "auto", 0,
             "sample"};
