@@ -12,9 +12,10 @@
 #include <string>
 #include <vector>
 
-#include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adamw.h>
 #include <torch/types.h>
+// after torch/types.h: LibTorch 1.13's clip_grad.h uses Tensor without including its header
+#include <torch/nn/utils/clip_grad.h>
 
 #include "diffuse/autoencoder/kl_autoencoder.hpp"
 #include "diffuse/core/config.hpp"
