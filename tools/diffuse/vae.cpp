@@ -95,12 +95,10 @@ void run_train(const TrainOptions& t) {
       std::fprintf(stderr, "\rvae train step %d%s loss %.5f   ", step, total ? ("/" + std::to_string(total)).c_str() : "", loss);
   });
   std::fprintf(stderr, "\n");
-  std::vector<std::pair<std::string, torch::Tensor>> w;
-  for (const auto& p : vae->named_parameters(true)) w.emplace_back(p.key(), p.value());
   const auto config_text = config_to_json(c).dump();
   auto metadata = autoencoder::autoencoder_metadata(c.model);
   metadata.emplace("diffuse.train_config", config_text);
-  io::save_safetensors(std::filesystem::path(t.out) / "vae.safetensors", w, metadata);
+  io::save_safetensors(std::filesystem::path(t.out) / "vae.safetensors", autoencoder::autoencoder_tensors(vae, false), metadata);
   nlohmann::json m{{"steps", r.steps}, {"seconds", r.seconds}, {"final_loss", r.final_loss}, {"psnr", r.psnr},
                    {"ssim", r.ssim}, {"psnr_held_out", r.psnr_held_out}, {"ssim_held_out", r.ssim_held_out},
                    {"z_channels", c.model.z_channels}, {"precision", r.precision}, {"loss_per_100_steps", curve},

@@ -5,11 +5,12 @@
 // middle. Module names equal the reference checkpoint keys (`encoder.down.0.block.1.conv2.weight`,
 // `decoder.mid.attn_1.q.weight`, ...); widths, multipliers, blocks per level, latent channels and
 // GroupNorm groups come from the config, with an SD3 preset.
+#include <charconv>
 #include <cmath>
 #include <map>
 #include <optional>
 #include <set>
-#include <stdexcept>
+#include <system_error>
 #include <string>
 #include <vector>
 
@@ -384,14 +385,10 @@ inline KLAutoencoderConfig detect_autoencoder_config(const io::SafetensorsFile& 
   KLAutoencoderConfig c{};
   c.norm_groups = 32;
   if (const auto it = f.metadata().find(norm_groups_metadata_key); it != f.metadata().end()) {
-    std::size_t used = 0;
+    const auto& text = it->second;
     int g = 0;
-    try {
-      g = std::stoi(it->second, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != it->second.size() || g < 1)
+    const auto [end, err] = std::from_chars(text.data(), text.data() + text.size(), g);
+    if (err != std::errc{} || end != text.data() + text.size() || g < 1)
       throw InputError(f.path() + ": metadata " + norm_groups_metadata_key + " must be a positive integer, got \"" +
                        it->second + "\"");
     c.norm_groups = g;
