@@ -1,6 +1,7 @@
-// Benchmark: nn/cpu_linear.hpp against LibTorch's addmm (the BLAS) on the SD3-medium token
-// products at batch 1, with a fresh weight for every call as in a forward (each of 6 copies is
-// used once per round), in the same process, rounds alternating.
+// Benchmark: nn/cpu_linear.hpp's two kernels (weights as stored, row-major, and laid out
+// column-major: nn/linear_weight_layout.hpp) against LibTorch's addmm (the BLAS) on the SD3-medium
+// token products at batch 1, with a fresh weight for every call as in a forward (each of 6 copies
+// is used once per round), in the same process, rounds alternating.
 //   ./bench_linear [--rounds 8]
 // OpenBLAS's threads spin for a while after each call and take the cores from the next one, so
 // each addmm round is followed by a pause before the kernel's round.
@@ -47,28 +48,36 @@ int main(int argc, char** argv) {
     return 1;
   }
   constexpr int copies = 6;  // 6 x ~200 MB of weights a round: more than any cache
-  std::printf("cpu_linear vs addmm, %d threads, best of %d rounds (GFLOP/s)\n", threads, rounds);
-  double total_flops = 0, total[2] = {0, 0};
+  std::printf("cpu_linear (row-major and column-major weights) vs addmm, %d threads, best of %d rounds (GFLOP/s)\n", threads, rounds);
+  double total_flops = 0, total[3] = {0, 0, 0};
   for (const auto& s : shapes) {
     const auto x = torch::randn({s.m, s.k});
-    std::vector<torch::Tensor> w, b;
-    for (int c = 0; c < copies; ++c) w.push_back(torch::randn({s.n, s.k}) * 0.02), b.push_back(torch::randn({s.n}));
-    double best[2] = {1e30, 1e30};
+    std::vector<torch::Tensor> w, wc, b;
+    for (int c = 0; c < copies; ++c) {
+      w.push_back(torch::randn({s.n, s.k}) * 0.02), b.push_back(torch::randn({s.n}));
+      wc.push_back(w.back().t().contiguous().t());  // the same weight, column-major
+    }
+    double best[3] = {1e30, 1e30, 1e30};
     for (int r = 0; r < rounds; ++r)
-      for (int v = 0; v < 2; ++v) {
+      for (int v = 0; v < 3; ++v) {
         const auto t0 = clock_type::now();
         for (int c = 0; c < copies; ++c) {
-          const auto y = v == 0 ? torch::addmm(b[c], x, w[c].t()) : diffuse::nn::cpu_linear(x, w[c], b[c]);
+          const auto y = v == 0   ? torch::addmm(b[c], x, w[c].t())
+                         : v == 1 ? diffuse::nn::cpu_linear(x, w[c], b[c])
+                                  : diffuse::nn::cpu_linear(x, wc[c], b[c]);
         }
         best[v] = std::min(best[v], std::chrono::duration<double>(clock_type::now() - t0).count() / copies);
         if (v == 0) usleep(300000);
       }
     const double flops = 2.0 * s.m * s.k * s.n;
-    std::printf("%-9s %4lld x %4lld x %4lld  addmm %6.1f  cpu_linear %6.1f  (%.2fx)\n", s.name, (long long)s.m,
-                (long long)s.k, (long long)s.n, flops / best[0] / 1e9, flops / best[1] / 1e9, best[0] / best[1]);
-    total_flops += flops, total[0] += best[0], total[1] += best[1];
+    std::printf("%-9s %4lld x %4lld x %4lld  addmm %6.1f  row-major %6.1f (%.2fx)  column-major %6.1f (%.2fx)\n", s.name,
+                (long long)s.m, (long long)s.k, (long long)s.n, flops / best[0] / 1e9, flops / best[1] / 1e9,
+                best[0] / best[1], flops / best[2] / 1e9, best[0] / best[2]);
+    total_flops += flops;
+    for (int v = 0; v < 3; ++v) total[v] += best[v];
   }
-  std::printf("all shapes, one of each: addmm %.1f  cpu_linear %.1f GFLOP/s (%.2fx)\n", total_flops / total[0] / 1e9,
-              total_flops / total[1] / 1e9, total[0] / total[1]);
+  std::printf("all shapes, one of each: addmm %.1f  row-major %.1f (%.2fx)  column-major %.1f GFLOP/s (%.2fx)\n",
+              total_flops / total[0] / 1e9, total_flops / total[1] / 1e9, total[0] / total[1],
+              total_flops / total[2] / 1e9, total[0] / total[2]);
   return 0;
 }

@@ -2,6 +2,8 @@
 // FLOP/s of this machine measured in the same run and dtype (the ratio is the figure that matters
 // on a shared machine).
 //   ./bench_mmdit [--config small|sd3-medium] [--size 256] [--dtype f32|bf16|both] [--backward] [--repeats 3] [--threads N]
+//                 [--layout row|column|both]   (float32 Linear weights as stored, column-major, or
+//                                              both in turn: nn/linear_weight_layout.hpp; bf16 runs row-major)
 //                 [--profile trace.json]   (a Chrome trace of one more forward in the last dtype run;
 //                                           scripts/profile_summary.py adds up self time per operator)
 #include <algorithm>
@@ -16,6 +18,7 @@
 #include <diffuse/backbone/mmdit.hpp>
 #include <diffuse/backbone/mmdit_flops.hpp>
 #include <diffuse/core/torch_compat.hpp>
+#include <diffuse/nn/linear_weight_layout.hpp>
 
 using namespace diffuse;
 using clock_type = std::chrono::steady_clock;
@@ -42,7 +45,7 @@ double gemm_flops(torch::ScalarType dtype, std::int64_t m, std::int64_t k, std::
 
 int main(int argc, char** argv) {
   diffuse::tune_runtime(argv);  // DIFFUSE_NO_TUNE=1 measures the untuned baseline
-  std::string config_name = "sd3-medium", dtype_name = "both", profile;
+  std::string config_name = "sd3-medium", dtype_name = "both", layout_name = "both", profile;
   int size = 256, repeats = 3, threads = 0;
   bool backward = false;
   for (int i = 1; i < argc; ++i) {
@@ -55,8 +58,9 @@ int main(int argc, char** argv) {
     else if (a == "--repeats") repeats = std::stoi(next());
     else if (a == "--threads") threads = std::stoi(next());
     else if (a == "--profile") profile = next();
+    else if (a == "--layout" && i + 1 < argc) layout_name = next();
     else {
-      std::fprintf(stderr, "usage: %s [--config small|sd3-medium] [--size PIXELS] [--dtype f32|bf16|both] [--backward] [--repeats N] [--threads N] [--profile trace.json]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--config small|sd3-medium] [--size PIXELS] [--dtype f32|bf16|both] [--backward] [--repeats N] [--threads N] [--layout row|column|both] [--profile trace.json]\n", argv[0]);
       return 2;
     }
   }
@@ -71,10 +75,21 @@ int main(int argc, char** argv) {
 
   torch::manual_seed(0);
   backbone::MMDiT model(cfg);
-  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
-    const std::string dn = dtype == torch::kFloat32 ? "f32" : "bf16";
-    if (dtype_name != "both" && dtype_name != dn) continue;
+  struct Run {
+    torch::ScalarType dtype;
+    nn::WeightLayout layout;
+    const char* name;
+  };
+  for (const auto& run : {Run{torch::kFloat32, nn::WeightLayout::RowMajor, "f32"},
+                          Run{torch::kFloat32, nn::WeightLayout::ColumnMajor, "f32 column-major"},
+                          Run{torch::kBFloat16, nn::WeightLayout::RowMajor, "bf16"}}) {
+    const auto dtype = run.dtype;
+    const std::string dn = run.name;
+    const bool column = run.layout == nn::WeightLayout::ColumnMajor;
+    if (dtype_name != "both" && dn.rfind(dtype_name, 0) != 0) continue;
+    if (dtype == torch::kFloat32 && layout_name != "both" && (layout_name == "column") != column) continue;
     model->to(dtype);
+    nn::set_linear_weight_layout(*model, run.layout);
     const auto x = torch::randn({1, 16, latent, latent}).to(dtype), t = torch::tensor({500.0f});
     const auto y = torch::randn({1, cfg.adm_in}).to(dtype), c = torch::randn({1, ctx, cfg.context_in}).to(dtype);
     // The machine's GEMM rate in this dtype: the best of the model's own MLP shape and a square-ish

@@ -33,6 +33,18 @@ TEST_CASE("diffuse forward runs an MM-DiT checkpoint on named inputs", "[cli][mm
   const auto got = io::load_safetensors((dir / "out.safetensors").string())["out"];
   CHECK(torch::allclose(got, expect, 1e-5, 1e-6));
 
+  // The weights copied column-major (the other CPU kernel): the same output.
+  const auto column = test::run_cli("forward --weights " + (dir / "w.safetensors").string() + " --inputs " +
+                                  (dir / "in.safetensors").string() + " --out " + (dir / "col.safetensors").string() +
+                                  " --weight-layout column");
+  REQUIRE(column.exit_code == 0);
+  CHECK(torch::allclose(io::load_safetensors((dir / "col.safetensors").string())["out"], expect, 1e-5, 1e-6));
+  const auto layout = test::run_cli("forward --weights " + (dir / "w.safetensors").string() + " --inputs " +
+                                  (dir / "in.safetensors").string() + " --out " + (dir / "o.safetensors").string() +
+                                  " --weight-layout diagonal");
+  CHECK(layout.exit_code == 2);
+  CHECK_THAT(layout.err, Contains("--weight-layout must be row or column"));
+
   const auto skip = test::run_cli("forward --weights " + (dir / "w.safetensors").string() + " --inputs " +
                                 (dir / "in.safetensors").string() + " --out " + (dir / "skip.safetensors").string() +
                                 " --skip-layers 0");
@@ -57,12 +69,16 @@ TEST_CASE("diffuse forward runs an MM-DiT checkpoint on named inputs", "[cli][mm
 TEST_CASE("diffuse forward reproduces the reference mmdit_a output", "[cli][mmdit][parity]") {
   const std::string d = std::string(DIFFUSE_TESTDATA_DIR) + "/sd3ref/";
   test::TempDir dir;
-  const auto r = test::run_cli("forward --weights " + d + "mmdit_a.weights.safetensors --inputs " + d +
-                             "mmdit_a.io.safetensors --out " + (dir / "o.safetensors").string());
-  REQUIRE(r.exit_code == 0);
-  const auto ref = io::load_safetensors(d + "mmdit_a.io.safetensors")["out"];
-  const auto got = io::load_safetensors((dir / "o.safetensors").string())["out"];
-  CHECK((got - ref).abs().max().item<double>() <= 2e-5 * std::max(1.0, ref.abs().max().item<double>()));
+  for (const std::string layout : {"row", "column"}) {
+    INFO("--weight-layout " << layout);
+    const auto r = test::run_cli("forward --weights " + d + "mmdit_a.weights.safetensors --inputs " + d +
+                               "mmdit_a.io.safetensors --out " + (dir / "o.safetensors").string() +
+                               " --weight-layout " + layout);
+    REQUIRE(r.exit_code == 0);
+    const auto ref = io::load_safetensors(d + "mmdit_a.io.safetensors")["out"];
+    const auto got = io::load_safetensors((dir / "o.safetensors").string())["out"];
+    CHECK((got - ref).abs().max().item<double>() <= 2e-5 * std::max(1.0, ref.abs().max().item<double>()));
+  }
 }
 #endif
 

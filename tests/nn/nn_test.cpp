@@ -10,6 +10,7 @@
 
 #include "diffuse/nn/attention.hpp"
 #include "diffuse/nn/cpu_linear.hpp"
+#include "diffuse/nn/linear_weight_layout.hpp"
 #include "diffuse/nn/embeddings.hpp"
 #include "diffuse/nn/gelu_tanh.hpp"
 #include "diffuse/nn/mlp.hpp"
@@ -362,6 +363,120 @@ TEST_CASE("the CPU linear kernel equals x W^T + b for every block and panel rema
     CHECK(nn::cpu_linear_applies(x, w) == avx512);  // nothing requires a gradient
   }
   CHECK(nn::cpu_linear_applies(x, w.clone().requires_grad_(true)) == avx512);  // no_grad here
+}
+
+TEST_CASE("the column-major CPU kernel equals x W^T + b for every block and slice remainder", "[nn][linear]") {
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(13);
+  const bool avx512 = __builtin_cpu_supports("avx512f");
+  const auto column_major = [](const torch::Tensor& w) { return w.t().contiguous().t(); };
+  {
+    const auto x = torch::randn({4, 20}), w = column_major(torch::randn({64, 20}));
+    REQUIRE(nn::is_column_major(w));
+    REQUIRE_FALSE(w.is_contiguous());
+    CHECK(nn::cpu_linear_kernel(x, w) == (avx512 ? nn::CpuLinearKernel::ColumnMajorWeight : nn::CpuLinearKernel::None));
+    // N not a multiple of 64, 512 or more rows, a weight neither row- nor column-major: at::linear
+    CHECK(nn::cpu_linear_kernel(x, column_major(torch::randn({48, 20}))) == nn::CpuLinearKernel::None);
+    CHECK(nn::cpu_linear_kernel(torch::randn({512, 20}), w) == nn::CpuLinearKernel::None);
+    CHECK(nn::cpu_linear_kernel(x, torch::randn({64, 40}).narrow(1, 0, 20)) == nn::CpuLinearKernel::None);
+    {
+      torch::AutoGradMode grad(true);
+      CHECK(nn::cpu_linear_kernel(x, w, torch::zeros({64}).requires_grad_(true)) == nn::CpuLinearKernel::None);
+    }
+  }
+  if (!avx512) return;
+  // Token rows: remainders of the 6-row block, two cache blocks of 256, a single row (adaLN);
+  // columns: one slice, remainders of the 128-column slice, several slices; features: one panel of
+  // 64, groups of 4 panels and a remainder group.
+  for (const std::int64_t m : {1, 5, 6, 13, 154, 300, 511})
+    for (const std::int64_t k : {2, 17, 129, 700})
+      for (const std::int64_t n : {64, 320, 1536}) {
+        if (m * k * n > 200'000'000) continue;
+        const auto xi = torch::randn({m, k}), wi = torch::randn({n, k}), bi = torch::randn({n});
+        const auto ref = torch::addmm(bi.to(torch::kFloat64), xi.to(torch::kFloat64), wi.to(torch::kFloat64).t());
+        const auto wc = column_major(wi);
+        REQUIRE(nn::cpu_linear_kernel(xi, wc, bi) == nn::CpuLinearKernel::ColumnMajorWeight);
+        const auto y = nn::cpu_linear(xi, wc, bi);
+        INFO("m " << m << " k " << k << " n " << n);
+        REQUIRE(y.sizes() == ref.sizes());
+        CHECK((y.to(torch::kFloat64) - ref).abs().max().item<double>() <
+              2e-5 * std::max(1.0, ref.abs().max().item<double>()));
+        if (m == 13 && k == 129 && n == 320) {
+          // no bias: the same product without it
+          const auto y0 = nn::cpu_linear(xi, wc, torch::Tensor());
+          CHECK(torch::allclose(y0 + bi, y, 1e-5, 1e-5));
+          // a NaN in one token row poisons that row only
+          auto xn = xi.clone();
+          xn[7][100] = std::numeric_limits<float>::quiet_NaN();
+          const auto yn = nn::cpu_linear(xn, wc, bi);
+          CHECK(torch::isnan(yn[7]).all().item<bool>());
+          CHECK(torch::isfinite(yn.narrow(0, 0, 7)).all().item<bool>());
+          CHECK(torch::isfinite(yn.narrow(0, 8, m - 8)).all().item<bool>());
+        }
+      }
+  // Zero columns: y is the bias.
+  CHECK(torch::equal(nn::cpu_linear(torch::zeros({5, 0}), torch::zeros({0, 64}).t(), torch::ones({64})),
+                     torch::ones({5, 64})));
+}
+
+TEST_CASE("set_linear_weight_layout moves every Linear weight and changes no result", "[nn][linear]") {
+  torch::manual_seed(14);
+  torch::nn::Sequential net(torch::nn::Linear(32, 128), torch::nn::GELU(), torch::nn::Linear(128, 64),
+                            torch::nn::Linear(64, 10));
+  const auto x = torch::randn({9, 32});
+  const auto forward = [&] {
+    torch::NoGradGuard g;
+    auto h = x;
+    for (std::size_t i = 0; i < net->size(); ++i) {
+      if (auto* lin = net[i]->as<torch::nn::LinearImpl>()) h = nn::rowwise_linear(*lin, h);
+      else h = torch::gelu(h);
+    }
+    return h;
+  };
+  const auto before = forward();
+  std::vector<torch::Tensor> values;
+  for (const auto& p : net->parameters()) values.push_back(p.detach().clone());
+  nn::set_linear_weight_layout(*net, nn::WeightLayout::ColumnMajor);
+  std::size_t moved = 0;
+  for (const auto& item : net->named_parameters())
+    if (item.key().find("weight") != std::string::npos) {
+      INFO(item.key());
+      CHECK(nn::is_column_major(item.value()));
+      ++moved;
+    }
+  CHECK(moved == 3);
+  const auto params = net->parameters();
+  for (std::size_t i = 0; i < params.size(); ++i) CHECK(torch::equal(params[i], values[i]));
+  CHECK(torch::allclose(forward(), before, 1e-5, 1e-6));
+  // Laid out twice: nothing moves (the same storage).
+  const auto* data = net[0]->as<torch::nn::LinearImpl>()->weight.data_ptr<float>();
+  nn::set_linear_weight_layout(*net, nn::WeightLayout::ColumnMajor);
+  CHECK(net[0]->as<torch::nn::LinearImpl>()->weight.data_ptr<float>() == data);
+  // Back to row-major: contiguous again, same values; autograd works on either layout.
+  nn::set_linear_weight_layout(*net, nn::WeightLayout::RowMajor);
+  for (const auto& p : net->parameters()) CHECK(p.is_contiguous());
+  CHECK(torch::equal(net->parameters()[0], values[0]));
+  nn::set_linear_weight_layout(*net, nn::WeightLayout::ColumnMajor);
+  auto* first = net[0]->as<torch::nn::LinearImpl>();
+  const auto loss = first->forward(x).square().sum();
+  loss.backward();
+  CHECK(first->weight.grad().defined());
+  CHECK(torch::allclose(first->weight.grad(), 2 * (first->forward(x).detach()).t().mm(x), 1e-4, 1e-4));
+  // A weight of 2 MiB or more goes to memory of its own (huge pages on Linux): same values, and
+  // the memory lives as long as the weight, also after the module is gone.
+  torch::Tensor kept;
+  {
+    torch::nn::Linear big(1024, 640);
+    const auto values_big = big->weight.detach().clone();
+    nn::set_linear_weight_layout(*big, nn::WeightLayout::ColumnMajor);
+    CHECK(nn::is_column_major(big->weight));
+    CHECK(torch::equal(big->weight, values_big));
+    const auto xb = torch::randn({7, 1024});
+    torch::NoGradGuard g;
+    CHECK(torch::allclose(nn::rowwise_linear(*big, xb), at::linear(xb, values_big, big->bias), 1e-4, 1e-4));
+    kept = big->weight.detach();
+  }
+  CHECK(std::isfinite(kept.sum().item<float>()));
 }
 
 TEST_CASE("rowwise_linear gives Linear's result with and without autograd", "[nn][linear]") {

@@ -20,7 +20,7 @@ namespace diffuse::cli {
 namespace {
 
 struct DenoiseOptions {
-  std::string weights, inputs, out, sampler = "euler", schedule = "reference", dtype = "f32";
+  std::string weights, inputs, out, sampler = "euler", schedule = "reference", dtype = "f32", weight_layout = "row";
   int steps = 28, threads = 0;
   double cfg = 5.0, shift = 3.0, eta = 1.0;
   double slg_scale = 0.0, slg_start = 0.01, slg_end = 0.2;
@@ -45,6 +45,7 @@ void run_denoise(const DenoiseOptions& o) {
   if (o.steps < 1) throw InputError("--steps must be at least 1");
   io::MMDiTLoadOptions lo;
   lo.dtype = dtype;
+  lo.weight_layout = parse_weight_layout(o.weight_layout);
   auto model = io::load_mmdit(o.weights, lo);
   const auto in = io::load_safetensors(o.inputs);
   const auto noise = need_tensor(in, "noise", o.inputs).to(torch::kFloat32);
@@ -119,6 +120,7 @@ void add_denoise(CLI::App& app) {
   cmd->add_option("--skip-layer-end", o->slg_end, "SLG active until this fraction of the steps")->capture_default_str();
   cmd->add_flag("--trajectory", o->trajectory, "also write step{i}.x, step{i}.sigma, step{i}.denoised");
   cmd->add_option("--dtype", o->dtype, "f32 or bf16")->capture_default_str();
+  cmd->add_option("--weight-layout", o->weight_layout, weight_layout_help)->capture_default_str();
   cmd->add_option("--threads", o->threads, "CPU threads (0: all)")->capture_default_str();
   cmd->callback([o] { run_denoise(*o); });
 }

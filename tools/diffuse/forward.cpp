@@ -20,7 +20,7 @@ namespace diffuse::cli {
 namespace {
 
 struct ForwardOptions {
-  std::string weights, config, inputs, out, dtype = "f32", component;
+  std::string weights, config, inputs, out, dtype = "f32", component, weight_layout = "row";
   std::vector<int> skip_layers;
   int threads = 0;
 };
@@ -141,6 +141,7 @@ io::Component pick_component(const ForwardOptions& o, const std::vector<io::Comp
 void run_forward(const ForwardOptions& o) {
   configure_threads(o.threads);
   const auto dtype = parse_dtype(o.dtype);
+  const auto layout = parse_weight_layout(o.weight_layout);
   io::SafetensorsFile weights(o.weights);
   const auto component = pick_component(o, io::detect_components(weights.tensors()));
   const auto kind = component.kind;
@@ -149,6 +150,7 @@ void run_forward(const ForwardOptions& o) {
     return run_text_encoder(o, weights, component, dtype);
   io::MMDiTLoadOptions lo;
   lo.dtype = dtype;
+  lo.weight_layout = layout;
   if (!o.config.empty()) lo.config = load_config<backbone::MMDiTConfig>(o.config);
   auto model = io::load_mmdit(o.weights, lo);
   const auto in = io::load_safetensors(o.inputs);
@@ -178,6 +180,7 @@ void add_forward(CLI::App& app) {
   cmd->add_option("--out", o->out, "output file (.safetensors) with the tensor 'out'")->required();
   cmd->add_option("--dtype", o->dtype, "compute dtype: f32, bf16 or f16")->capture_default_str();
   cmd->add_option("--skip-layers", o->skip_layers, "joint blocks to bypass, e.g. 7,8,9")->delimiter(',');
+  cmd->add_option("--weight-layout", o->weight_layout, weight_layout_help)->capture_default_str();
   cmd->add_option("--threads", o->threads, "CPU threads (0: all)")->capture_default_str();
   cmd->callback([o] { run_forward(*o); });
 }

@@ -18,6 +18,7 @@
 #include "diffuse/core/format.hpp"
 #include "diffuse/io/model_family.hpp"
 #include "diffuse/io/safetensors.hpp"
+#include "diffuse/nn/linear_weight_layout.hpp"
 
 namespace diffuse::io {
 
@@ -25,6 +26,11 @@ struct MMDiTLoadOptions {
   std::optional<torch::ScalarType> dtype;            // compute dtype; empty keeps the file's
   torch::Device device = torch::kCPU;
   std::optional<backbone::MMDiTConfig> config;       // empty: detected from the shapes
+  // Where the Linear weights lie in memory (nn/linear_weight_layout.hpp). As stored (row-major)
+  // keeps them views of the file. Column-major copies them and makes a float32 CPU forward faster
+  // where a stream has fewer than 512 tokens (SD3-medium at 256²: ~7%), slower above, where the
+  // BLAS takes the products (at 512²: ~6%; docs/performance.md).
+  nn::WeightLayout weight_layout = nn::WeightLayout::RowMajor;
 };
 
 namespace mmdit_detail {
@@ -121,6 +127,7 @@ inline backbone::MMDiT load_mmdit(const std::string& path, const MMDiTLoadOption
     else if (auto* b = buffers.find(name)) b->set_data(t);
     else throw Error("MM-DiT: no module slot for " + name + " (library bug: key list and modules disagree)");
   }
+  if (opt.weight_layout != nn::WeightLayout::RowMajor) nn::set_linear_weight_layout(*model, opt.weight_layout);
   return model;
 }
 

@@ -5,7 +5,8 @@
 // CPU cost ~5 ms of a ~150 ms training step of the shapes model (31 linears, docs/performance.md).
 //
 // Inference in float32 on an AVX-512 CPU goes to cpu_linear.hpp, which reads the weight where it
-// lies instead of packing it on every call (docs/performance.md). Every linear of the MM-DiT's
+// lies instead of packing it on every call (docs/performance.md); a weight laid out column-major
+// (nn/linear_weight_layout.hpp) takes its faster kernel. Every linear of the MM-DiT's
 // forward goes through here, the one-row adaLN and embedder products too: a single product left
 // to OpenBLAS keeps its threads spinning for ~0.1 s afterwards, on the cores the next products use.
 #include <torch/nn/modules/container/sequential.h>
@@ -19,7 +20,7 @@ namespace diffuse::nn {
 // x (..., K) @ weight (N, K)^T + bias (N) -> (..., N)
 inline torch::Tensor rowwise_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   const auto x2d = x.dim() <= 2 ? x : x.reshape({-1, x.size(-1)});
-  auto y = cpu_linear_applies(x2d, weight) ? cpu_linear(x2d, weight, bias) : at::linear(x2d, weight, bias);
+  auto y = cpu_linear(x2d, weight, bias);  // at::linear where neither CPU kernel applies
   if (x.dim() <= 2) return y;
   auto sizes = x.sizes().vec();
   sizes.back() = weight.size(0);

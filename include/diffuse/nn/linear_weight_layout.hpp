@@ -1,0 +1,84 @@
+#pragma once
+// Where a Linear's weight lies in memory, for CPU inference in float32.
+//
+// A checkpoint stores W (N, K) row-major, and that is what LibTorch allocates. For a batch-1
+// forward on the CPU the transposed storage is faster: with W^T contiguous (the (N, K) tensor a
+// view with strides (1, N)) sixteen output features of one input column are one vector load, and
+// cpu_linear's column-major kernel multiplies without packing or transposing anything (SD3-medium
+// token products 1.07-1.11x the row-major kernel, adaLN rows 1.3x; docs/performance.md). The
+// values, shapes and names do not change, so everything else (at::linear, autograd, saving, which
+// writes contiguous copies) works on either layout; only the speed of the float32 CPU kernels
+// differs, and bfloat16 gains nothing from it (oneDNN packs its own way).
+//
+// Laying out copies each weight once (one weight's worth of extra memory at a time); a weight that
+// was a view of a memory-mapped file becomes ordinary memory. On Linux the copies of 2 MiB and more
+// ask for transparent huge pages: the column-major kernel reads 128 rows of W^T, N floats apart,
+// per slice (128 pages of 4 KiB where N >= 1024), and huge pages made the SD3-medium forward 2-4%
+// faster (same process, alternating; docs/performance.md).
+#include <cstdlib>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/types.h>
+
+namespace diffuse::nn {
+
+enum class WeightLayout {
+  RowMajor,     // W (N, K) contiguous: as stored in checkpoints, as LibTorch allocates
+  ColumnMajor,  // W^T (K, N) contiguous; the weight tensor a (N, K) view with strides (1, N)
+};
+
+// True for a 2-D tensor stored transposed: W^T contiguous, strides (1, N).
+inline bool is_column_major(const torch::Tensor& w) {
+  return w.dim() == 2 && w.stride(0) == 1 && w.stride(1) == w.size(0);
+}
+
+namespace layout_detail {
+
+// An uninitialised float32 CPU tensor of `sizes`; from 2 MiB on, 2 MiB-aligned memory advised to be
+// backed by transparent huge pages (where the kernel's THP mode is "madvise" or "always").
+inline torch::Tensor huge_page_tensor(torch::IntArrayRef sizes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr std::size_t huge = std::size_t{2} << 20;
+  std::size_t bytes = sizeof(float);
+  for (const auto s : sizes) bytes *= static_cast<std::size_t>(s);
+  void* p = nullptr;
+  if (bytes >= huge && posix_memalign(&p, huge, bytes) == 0) {
+    madvise(p, bytes, MADV_HUGEPAGE);  // advice only: without THP the pages are ordinary ones
+    return torch::from_blob(p, sizes, [](void* q) { std::free(q); }, torch::kFloat32);
+  }
+#endif
+  return torch::empty(sizes, torch::kFloat32);
+}
+
+}  // namespace layout_detail
+
+// Lays every Linear weight of `module` (itself and all its submodules) out as `layout`. Weights
+// already laid out so are left as they are.
+inline void set_linear_weight_layout(torch::nn::Module& module, WeightLayout layout) {
+  torch::NoGradGuard no_grad;
+  const auto apply = [layout](torch::nn::Module& m) {
+    auto* linear = m.as<torch::nn::LinearImpl>();
+    if (!linear || !linear->weight.defined() || linear->weight.dim() != 2) return;
+    auto& w = linear->weight;
+    if (layout == WeightLayout::ColumnMajor) {
+      if (is_column_major(w)) return;
+      if (w.is_cpu() && w.scalar_type() == torch::kFloat32) {
+        auto t = layout_detail::huge_page_tensor({w.size(1), w.size(0)});
+        w.set_data(t.copy_(w.t()).t());
+      } else {
+        w.set_data(w.t().contiguous().t());
+      }
+    } else if (!w.is_contiguous()) {
+      w.set_data(w.contiguous());
+    }
+  };
+  apply(module);
+  for (const auto& child : module.modules(/*include_self=*/false)) apply(*child);
+}
+
+}  // namespace diffuse::nn
