@@ -28,8 +28,8 @@ struct MMDiTLoadOptions {
   std::optional<backbone::MMDiTConfig> config;       // empty: detected from the shapes
   // Where the Linear weights lie in memory (nn/linear_weight_layout.hpp). As stored (row-major)
   // keeps them views of the file. Column-major copies them and makes a float32 CPU forward faster
-  // where a stream has fewer than 512 tokens (SD3-medium at 256²: ~7%), slower above, where the
-  // BLAS takes the products (at 512²: ~6%; docs/performance.md).
+  // where a stream has fewer than 512 tokens (SD3-medium at 256²: up to 12%), no faster above,
+  // where the BLAS takes the products (docs/performance.md).
   nn::WeightLayout weight_layout = nn::WeightLayout::RowMajor;
 };
 

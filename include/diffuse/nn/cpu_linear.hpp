@@ -329,8 +329,8 @@ inline void run(const float* x, const float* w, const float* bias, float* y, std
 // so the roles turn around: the token values are the broadcast operands, read from x where it lies,
 // and the weight's vectors are loaded in place; the output block is rows of y, stored without the
 // 16 x 16 transposes above, and nothing is packed at all. Measured against the row-major kernel on
-// the SD3-medium token products (cold weights, same process): 1.07-1.11x over all shapes, 1.3x on
-// the one-row adaLN products (docs/performance.md).
+// the SD3-medium token products (cold weights, same process): 1.08-1.14x over all shapes, 1.5x on
+// the one-row adaLN products, which then run at the memory's speed (docs/performance.md).
 //
 // Blocking: a register block is 6 token rows x 64 features (24 accumulators; per column of W^T 4
 // vector loads and 6 broadcasts for 24 multiply-adds); a 128-row slice of a 64-feature panel of

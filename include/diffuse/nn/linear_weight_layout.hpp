@@ -5,7 +5,7 @@
 // forward on the CPU the transposed storage is faster: with W^T contiguous (the (N, K) tensor a
 // view with strides (1, N)) sixteen output features of one input column are one vector load, and
 // cpu_linear's column-major kernel multiplies without packing or transposing anything (SD3-medium
-// token products 1.07-1.11x the row-major kernel, adaLN rows 1.3x; docs/performance.md). The
+// token products 1.08-1.14x the row-major kernel, adaLN rows 1.5x; docs/performance.md). The
 // values, shapes and names do not change, so everything else (at::linear, autograd, saving, which
 // writes contiguous copies) works on either layout; only the speed of the float32 CPU kernels
 // differs, and bfloat16 gains nothing from it (oneDNN packs its own way).
