@@ -48,7 +48,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   constexpr int copies = 6;  // 6 x ~200 MB of weights a round: more than any cache
-  std::printf("cpu_linear (row-major and column-major weights) vs addmm, %d threads, best of %d rounds (GFLOP/s)\n", threads, rounds);
+  std::printf("cpu_linear (row-major and column-major weights) vs addmm, %d threads, best of %d rounds (GFLOP/s)\n",
+              threads, rounds);
   double total_flops = 0, total[3] = {0, 0, 0};
   for (const auto& s : shapes) {
     const auto x = torch::randn({s.m, s.k});

@@ -58,11 +58,15 @@ int main(int argc, char** argv) {
     else if (a == "--repeats") repeats = std::stoi(next());
     else if (a == "--threads") threads = std::stoi(next());
     else if (a == "--profile") profile = next();
-    else if (a == "--layout" && i + 1 < argc) layout_name = next();
+    else if (a == "--layout") layout_name = next();
     else {
       std::fprintf(stderr, "usage: %s [--config small|sd3-medium] [--size PIXELS] [--dtype f32|bf16|both] [--backward] [--repeats N] [--threads N] [--layout row|column|both] [--profile trace.json]\n", argv[0]);
       return 2;
     }
+  }
+  if (layout_name != "row" && layout_name != "column" && layout_name != "both") {
+    std::fprintf(stderr, "--layout must be row, column or both\n");
+    return 2;
   }
   threads = configure_threads(threads);
   backbone::MMDiTConfig cfg = config_name == "small" ? backbone::MMDiTConfig::scaling(4) : backbone::MMDiTConfig::sd3_medium();

@@ -335,8 +335,9 @@ inline void run(const float* x, const float* w, const float* bias, float* y, std
 // Blocking: a register block is 6 token rows x 64 features (24 accumulators; per column of W^T 4
 // vector loads and 6 broadcasts for 24 multiply-adds); a 128-row slice of a 64-feature panel of
 // W^T (32 KiB) stays in L1 while every 6-row block of up to 256 tokens uses it, and the next slice
-// is prefetched into L2, a share of its rows by each block. Each slice's sums are added to y (the first adds the
-// bias), so a row of K is summed in pieces of 128. Threads take groups of up to 4 panels.
+// is prefetched into L2, a share of its rows by each block. Each slice's sums are added to y (the
+// first adds the bias), so a row of K is summed in pieces of 128. Threads take groups of up to 4
+// panels.
 constexpr std::int64_t cm_rows = 6;     // token rows a register block
 constexpr std::int64_t cm_cols = 64;    // features a register block (4 vectors); N must be a multiple
 constexpr std::int64_t cm_kc = 128;     // columns of x (rows of W^T) a slice
@@ -369,19 +370,19 @@ __attribute__((target("avx512f"))) void column_major_block(const float* x, std::
       const char* line = reinterpret_cast<const char*>(pf.first + next * pf.ld);
       for (int l = 0; l < 4; ++l) _mm_prefetch(line + 64 * l, _MM_HINT_T1);
     }
-  for (std::int64_t k = k0; k < k1; ++k) {
-    const float* w = wt + k * ldw;
-    const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16), w2 = _mm512_loadu_ps(w + 32),
-                 w3 = _mm512_loadu_ps(w + 48);
+    for (std::int64_t k = k0; k < k1; ++k) {
+      const float* w = wt + k * ldw;
+      const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16), w2 = _mm512_loadu_ps(w + 32),
+                   w3 = _mm512_loadu_ps(w + 48);
 #pragma GCC unroll 6
-    for (int r = 0; r < R; ++r) {
-      const __m512 v = _mm512_set1_ps(x[r * ldx + k]);
-      acc[r][0] = _mm512_fmadd_ps(v, w0, acc[r][0]);
-      acc[r][1] = _mm512_fmadd_ps(v, w1, acc[r][1]);
-      acc[r][2] = _mm512_fmadd_ps(v, w2, acc[r][2]);
-      acc[r][3] = _mm512_fmadd_ps(v, w3, acc[r][3]);
+      for (int r = 0; r < R; ++r) {
+        const __m512 v = _mm512_set1_ps(x[r * ldx + k]);
+        acc[r][0] = _mm512_fmadd_ps(v, w0, acc[r][0]);
+        acc[r][1] = _mm512_fmadd_ps(v, w1, acc[r][1]);
+        acc[r][2] = _mm512_fmadd_ps(v, w2, acc[r][2]);
+        acc[r][3] = _mm512_fmadd_ps(v, w3, acc[r][3]);
+      }
     }
-  }
   }
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < 4; ++j) {
@@ -461,6 +462,7 @@ inline CpuLinearKernel cpu_linear_kernel(const torch::Tensor& x2d, const torch::
                                          bias.numel() == weight.size(0))) &&
                     !grad && __builtin_cpu_supports("avx512f");
   if (!runs) return CpuLinearKernel::None;
+  // (a weight of K <= 1 columns is both row- and column-major: the row-major kernel takes it)
   if (weight.size(0) % cpu_linear_detail::cm_cols == 0 && weight.size(1) > 1 && is_column_major(weight))
     return CpuLinearKernel::ColumnMajorWeight;
   if (weight.is_contiguous()) return CpuLinearKernel::RowMajorWeight;
