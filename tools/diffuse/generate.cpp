@@ -10,6 +10,7 @@
 #include <torch/cuda.h>
 
 #include "command.hpp"
+#include "inputs.hpp"
 #include "progress.hpp"
 #include "diffuse/core/torch_compat.hpp"
 #include "diffuse/io/png.hpp"
@@ -22,7 +23,7 @@ namespace {
 
 struct GenerateOptions {
   std::string model, clip_l, clip_g, t5, vae, tokenizers, negative, sampler, init_img, out = "out.png";
-  std::string dtype = "bf16", device = "cpu";
+  std::string dtype = "bf16", device = "cpu", weight_layout = "row";
   std::vector<std::string> prompts;
   std::vector<int> skip_layers;
   int width = 0, height = 0, steps = 0, batch = 1, threads = 0, t5_length = 77;
@@ -61,6 +62,7 @@ void run_generate(const GenerateOptions& o) {
   } else if (o.device != "cpu") {
     throw InputError("--device must be cpu or cuda, got '" + o.device + "'");
   }
+  go.weight_layout = parse_weight_layout(o.weight_layout);
   go.no_t5 = o.no_t5;
   go.vae_tiling = o.vae_tiling;
   go.release_stages = o.low_memory;
@@ -152,6 +154,7 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--strength", o->strength, "img2img: how much to change (0, 1]")->capture_default_str();
   cmd->add_option("--dtype", o->dtype, "MM-DiT and VAE dtype: bf16, f16 or f32")->capture_default_str();
   cmd->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
+  cmd->add_option("--weight-layout", o->weight_layout, weight_layout_help)->capture_default_str();
   cmd->add_flag("--vae-tiling", o->vae_tiling, "decode (and encode) the VAE in overlapping tiles");
   cmd->add_flag("--low-memory", o->low_memory, "release each stage's weights after use (peak ~ the largest stage)");
   cmd->add_option("--clip-l", o->clip_l, "CLIP-L weights (when not in the model file)");

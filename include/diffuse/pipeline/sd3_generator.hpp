@@ -168,6 +168,9 @@ struct SD3GeneratorOptions {
   bool vae_tiling = false;
   int t5_length = 77;
   bool no_t5 = false;
+  // MM-DiT Linear weights in memory (io::MMDiTLoadOptions::weight_layout): column-major copies make
+  // a float32 CPU step faster while the image has fewer than 512 tokens (up to 352x352), not above.
+  nn::WeightLayout weight_layout = nn::WeightLayout::RowMajor;
 };
 
 struct GenerateRequest {
@@ -345,6 +348,7 @@ class SD3Generator {
       io::MMDiTLoadOptions lo;
       lo.dtype = o_.dtype;
       lo.device = o_.device;
+      lo.weight_layout = o_.weight_layout;
       mmdit_.emplace(io::load_mmdit(files_.mmdit, lo));
       (*mmdit_)->to(o_.device);
       (*mmdit_)->eval();
