@@ -127,7 +127,7 @@ inline backbone::MMDiT load_mmdit(const std::string& path, const MMDiTLoadOption
     else if (auto* b = buffers.find(name)) b->set_data(t);
     else throw Error("MM-DiT: no module slot for " + name + " (library bug: key list and modules disagree)");
   }
-  if (opt.weight_layout != nn::WeightLayout::RowMajor) nn::set_linear_weight_layout(*model, opt.weight_layout);
+  nn::set_linear_weight_layout(*model, opt.weight_layout);  // as stored: nothing moves
   return model;
 }
 

@@ -77,7 +77,7 @@ inline void set_linear_weight_layout(torch::nn::Module& module, WeightLayout lay
       w.set_data(w.contiguous());
     }
   };
-  apply(module);
+  apply(module);  // itself apart: modules(include_self = true) needs a module held by a shared_ptr
   for (const auto& child : module.modules(/*include_self=*/false)) apply(*child);
 }
 
