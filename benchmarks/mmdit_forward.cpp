@@ -76,6 +76,7 @@ int main(int argc, char** argv) {
   std::printf("MM-DiT %s (depth %d, hidden %d), %dx%d pixels = %lld image + %lld context tokens, batch 1, %d threads\n",
               config_name.c_str(), cfg.depth, cfg.hidden_size(), size, size, (long long)tokens, (long long)ctx, threads);
   std::printf("forward: %.1f GFLOP (matrix products)\n", flops / 1e9);
+  if (const auto note = diffuse::blas_baseline_note(); !note.empty()) std::printf("%s\n", note.c_str());
 
   torch::manual_seed(0);
   backbone::MMDiT model(cfg);
