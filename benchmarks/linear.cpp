@@ -1,7 +1,8 @@
 // Benchmark: nn/cpu_linear.hpp's two kernels (weights as stored, row-major, and laid out
 // column-major: nn/linear_weight_layout.hpp) against LibTorch's addmm (the BLAS) on the SD3-medium
-// token products at batch 1, with a fresh weight for every call as in a forward (each of 6 copies
-// is used once per round), in the same process, rounds alternating.
+// token products at batch 1 (and the bf16 one-row adaLN product against oneDNN's), with a fresh
+// weight for every call as in a forward (each of 6 copies is used once per round), in the same
+// process, rounds alternating.
 //   ./bench_linear [--rounds 8]
 // OpenBLAS's threads spin for a while after each call and take the cores from the next one, so
 // each addmm round is followed by a pause before the kernel's round.
@@ -50,6 +51,7 @@ int main(int argc, char** argv) {
   constexpr int copies = 6;  // 6 x ~200 MB of weights a round: more than any cache
   std::printf("cpu_linear (row-major and column-major weights) vs addmm, %d threads, best of %d rounds (GFLOP/s)\n",
               threads, rounds);
+  if (const auto note = diffuse::blas_baseline_note(); !note.empty()) std::printf("%s\n", note.c_str());
   double total_flops = 0, total[3] = {0, 0, 0};
   for (const auto& s : shapes) {
     const auto x = torch::randn({s.m, s.k});
@@ -80,5 +82,27 @@ int main(int argc, char** argv) {
   std::printf("all shapes, one of each: addmm %.1f  row-major %.1f (%.2fx)  column-major %.1f GFLOP/s (%.2fx)\n",
               total_flops / total[0] / 1e9, total_flops / total[1] / 1e9, total[0] / total[1],
               total_flops / total[2] / 1e9, total[0] / total[2]);
+
+  // The one-row adaLN product in bfloat16: oneDNN's addmm against the kernel's pass over the bf16
+  // weight (what a bf16 forward runs 49 times at SD3-medium), in GB/s of weight read.
+  {
+    const std::int64_t k = 1536, n = 9216;
+    const auto x = torch::randn({1, k}).to(torch::kBFloat16);
+    std::vector<torch::Tensor> w, b;
+    for (int c = 0; c < copies; ++c)
+      w.push_back((torch::randn({n, k}) * 0.02).to(torch::kBFloat16)), b.push_back(torch::randn({n}).to(torch::kBFloat16));
+    double best[2] = {1e30, 1e30};
+    for (int r = 0; r < rounds; ++r)
+      for (int v = 0; v < 2; ++v) {
+        const auto t0 = clock_type::now();
+        for (int c = 0; c < copies; ++c) {
+          const auto y = v == 0 ? torch::addmm(b[c], x, w[c].t()) : diffuse::nn::cpu_linear(x, w[c], b[c]);
+        }
+        best[v] = std::min(best[v], std::chrono::duration<double>(clock_type::now() - t0).count() / copies);
+      }
+    const double bytes = 2.0 * k * n;
+    std::printf("adaLN bf16  1 x %lld x %lld  addmm %.1f GB/s  cpu_linear %.1f GB/s (%.2fx)\n", (long long)k,
+                (long long)n, bytes / best[0] / 1e9, bytes / best[1] / 1e9, best[0] / best[1]);
+  }
   return 0;
 }

@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -354,15 +355,58 @@ TEST_CASE("the CPU linear kernel equals x W^T + b for every block and panel rema
   // Called where it does not apply, it is at::linear.
   CHECK(torch::allclose(nn::cpu_linear(x.to(torch::kFloat64), w.to(torch::kFloat64), torch::Tensor()),
                         torch::mm(x, w.t()).to(torch::kFloat64), 1e-5, 1e-5));
-  // Not its job: float64, bfloat16, products that autograd must see.
+  // Not its job: float64, bfloat16 from 8 rows on or with mixed dtypes, products that autograd must see.
   CHECK_FALSE(nn::cpu_linear_applies(x.to(torch::kFloat64), w.to(torch::kFloat64)));
-  CHECK_FALSE(nn::cpu_linear_applies(x.to(torch::kBFloat16), w.to(torch::kBFloat16)));
+  CHECK_FALSE(nn::cpu_linear_applies(torch::randn({8, 20}).to(torch::kBFloat16), w.to(torch::kBFloat16)));
+  CHECK_FALSE(nn::cpu_linear_applies(x.to(torch::kBFloat16), w.to(torch::kBFloat16), torch::zeros({7})));
+  CHECK_FALSE(nn::cpu_linear_applies(x, w.to(torch::kBFloat16)));
   {
     torch::AutoGradMode grad(true);
     CHECK_FALSE(nn::cpu_linear_applies(x, w.clone().requires_grad_(true)));
     CHECK(nn::cpu_linear_applies(x, w) == avx512);  // nothing requires a gradient
   }
   CHECK(nn::cpu_linear_applies(x, w.clone().requires_grad_(true)) == avx512);  // no_grad here
+}
+
+TEST_CASE("bfloat16 products of fewer than 8 rows read the weight as bfloat16 and sum in float32", "[nn][linear]") {
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(17);
+  const bool avx512 = __builtin_cpu_supports("avx512f");
+  const auto bf16 = [](const torch::Tensor& t) { return t.to(torch::kBFloat16); };
+  CHECK(nn::cpu_linear_kernel(bf16(torch::randn({1, 32})), bf16(torch::randn({9, 32})), bf16(torch::randn({9}))) ==
+        (avx512 ? nn::CpuLinearKernel::BFloat16FewRows : nn::CpuLinearKernel::None));
+  // a transposed (non-contiguous) bf16 weight is at::linear's
+  CHECK(nn::cpu_linear_kernel(bf16(torch::randn({1, 32})), bf16(torch::randn({32, 9})).t()) == nn::CpuLinearKernel::None);
+  if (!avx512) return;
+  // Rows 1..7 (the 4-row passes and their remainders), K a multiple of 16 or not (the weight row's
+  // tail), an adaLN-like 1 x 1536 x 9216 product.
+  for (const auto& [m, k, n] : std::vector<std::array<std::int64_t, 3>>{
+           {1, 1536, 9216}, {1, 33, 70}, {3, 16, 5}, {4, 100, 64}, {5, 7, 3}, {7, 257, 130}}) {
+    const auto x = bf16(torch::randn({m, k})), w = bf16(torch::randn({n, k})), b = bf16(torch::randn({n}));
+    REQUIRE(nn::cpu_linear_kernel(x, w, b) == nn::CpuLinearKernel::BFloat16FewRows);
+    const auto y = nn::cpu_linear(x, w, b);
+    INFO("m " << m << " k " << k << " n " << n);
+    REQUIRE(y.scalar_type() == torch::kBFloat16);
+    REQUIRE(y.sizes() == torch::IntArrayRef({m, n}));
+    // the exact product of the bf16 values, rounded once to bf16: within half a bf16 step (2^-8
+    // relative) plus the float32 sum's rounding
+    const auto exact = torch::addmm(b.to(torch::kFloat64), x.to(torch::kFloat64), w.to(torch::kFloat64).t());
+    const auto err = (y.to(torch::kFloat64) - exact).abs();
+    const double scale = exact.abs().max().item<double>();
+    CHECK((err - exact.abs() * std::ldexp(1.0, -8)).max().item<double>() < 1e-5 * scale);
+    // and without a bias
+    const auto y0 = nn::cpu_linear(x, w, torch::Tensor());
+    const auto exact0 = torch::mm(x.to(torch::kFloat64), w.to(torch::kFloat64).t());
+    CHECK(((y0.to(torch::kFloat64) - exact0).abs() - exact0.abs() * std::ldexp(1.0, -8)).max().item<double>() <
+          1e-5 * std::max(1.0, exact0.abs().max().item<double>()));
+  }
+  // A NaN in a row poisons that row only.
+  auto xn = torch::randn({3, 40});
+  xn[1][5] = std::numeric_limits<float>::quiet_NaN();
+  const auto yn = nn::cpu_linear(bf16(xn), bf16(torch::randn({6, 40})), torch::Tensor());
+  CHECK(torch::isnan(yn[1]).all().item<bool>());
+  CHECK(torch::isfinite(yn[0]).all().item<bool>());
+  CHECK(torch::isfinite(yn[2]).all().item<bool>());
 }
 
 TEST_CASE("the column-major CPU kernel equals x W^T + b for every block and slice remainder", "[nn][linear]") {

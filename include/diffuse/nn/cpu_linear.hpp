@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -232,26 +233,49 @@ __attribute__((target("avx512f"))) inline void store_transposed(const float* til
   }
 }
 
+// Sixteen weight values from w as float32: bfloat16 is the upper half of a float32.
+__attribute__((target("avx512f"))) inline __m512 load_weights(const float* w, __mmask16 mask) {
+  return _mm512_maskz_loadu_ps(mask, w);
+}
+__attribute__((target("avx512f"))) inline __m512 load_weights(const c10::BFloat16* w, __mmask16 mask) {
+  __m256i h;
+  if (mask == 0xffff) {
+    h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+  } else {  // the row's last < 16 values (a masked 16-bit load would need AVX512-BW)
+    alignas(32) std::uint16_t tail[16] = {};
+    for (int i = 0; i < 16 && (mask >> i) & 1; ++i) std::memcpy(tail + i, w + i, sizeof(std::uint16_t));
+    h = _mm256_load_si256(reinterpret_cast<const __m256i*>(tail));
+  }
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
 // y[i][n] = x[i] . w[n] + bias[n] for the (few) rows i of x, weight rows [n0, n1): each weight row
 // is read once, in order, against up to 4 rows of x at a time. What a one-row product (adaLN
-// modulation, embedders) is: a pass over the weight at memory speed.
-__attribute__((target("avx512f"))) inline void few_rows(const float* x, const float* w, const float* bias, float* y,
-                                                         std::int64_t m, std::int64_t k, std::int64_t n,
-                                                         std::int64_t n0, std::int64_t n1) {
+// modulation, embedders) is: a pass over the weight at memory speed. W is float32 or bfloat16
+// (x, bias and y float32; the sums are float32 either way).
+template <class TW>
+__attribute__((target("avx512f"))) void few_rows(const float* x, const TW* w, const float* bias, float* y, std::int64_t m,
+                                                 std::int64_t k, std::int64_t n, std::int64_t n0, std::int64_t n1) {
   for (std::int64_t i0 = 0; i0 < m; i0 += 4) {
     const int rows = static_cast<int>(std::min<std::int64_t>(4, m - i0));
     for (std::int64_t j = n0; j < n1; ++j) {
-      const float* wr = w + j * k;
+      const TW* wr = w + j * k;
       __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
       for (std::int64_t c = 0; c < k; c += 16) {
         const __mmask16 mask = first_lanes(k - c);
-        const __m512 wv = _mm512_maskz_loadu_ps(mask, wr + c);
+        const __m512 wv = load_weights(wr + c, mask);
         for (int i = 0; i < rows; ++i)
           acc[i] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mask, x + (i0 + i) * k + c), acc[i]);
       }
       for (int i = 0; i < rows; ++i) y[(i0 + i) * n + j] = _mm512_reduce_add_ps(acc[i]) + (bias ? bias[j] : 0.0f);
     }
   }
+}
+
+template <class TW>
+void run_few_rows(const float* x, const TW* w, const float* bias, float* y, std::int64_t m, std::int64_t k,
+                  std::int64_t n) {
+  at::parallel_for(0, n, 64, [&](std::int64_t n0, std::int64_t n1) { few_rows(x, w, bias, y, m, k, n, n0, n1); });
 }
 
 // One step of a thread's schedule: weight rows r0 .. r0 + 12 against columns k0 .. k0 + kc of the
@@ -275,10 +299,7 @@ inline std::vector<Step> schedule(std::int64_t m, std::int64_t k, std::int64_t n
 // y (M, N) = x (M, K) w (N, K)^T + bias (N or null); all contiguous float32.
 inline void run(const float* x, const float* w, const float* bias, float* y, std::int64_t m, std::int64_t k,
                 std::int64_t n) {
-  if (m < few) {
-    at::parallel_for(0, n, 64, [&](std::int64_t n0, std::int64_t n1) { few_rows(x, w, bias, y, m, k, n, n0, n1); });
-    return;
-  }
+  if (m < few) return run_few_rows(x, w, bias, y, m, k, n);
   const std::int64_t panels = (m + panel - 1) / panel;
   const std::unique_ptr<float[]> xt(new float[static_cast<std::size_t>(panels * panel * k)]);
   pack_panels(x, m, k, xt.get());
@@ -443,25 +464,33 @@ inline void run_column_major(const float* x, const float* wt, const float* bias,
 
 }  // namespace cpu_linear_detail
 
-// Which of the kernels computes x2d (M, K) @ weight (N, K)^T + bias on this CPU, if either: an
-// x86-64 CPU with AVX-512, float32 on the CPU, fewer than 512 token rows, no autograd wanted; a
-// weight stored column-major (strides (1, N)) with N a multiple of 64 takes the column-major
-// kernel, a contiguous one the row-major kernel (fewer than 8 token rows: a pass over the weight
-// per 4 rows). Any other weight layout is left to at::linear.
-enum class CpuLinearKernel { None, RowMajorWeight, ColumnMajorWeight };
+// Which of the kernels computes x2d (M, K) @ weight (N, K)^T + bias on this CPU, if any: an x86-64
+// CPU with AVX-512, tensors on the CPU, no autograd wanted, and
+//  - float32, fewer than 512 token rows: a weight stored column-major (strides (1, N)) with N a
+//    multiple of 64 takes the column-major kernel, a contiguous one the row-major kernel (fewer than
+//    8 token rows: a pass over the weight per 4 rows);
+//  - bfloat16, fewer than 8 token rows, a contiguous weight: the same pass over the weight, read as
+//    bfloat16 (LibTorch 1.13's oneDNN product reads a one-row bf16 adaLN weight at about half the
+//    memory speed: docs/performance.md).
+// Anything else is left to at::linear.
+enum class CpuLinearKernel { None, RowMajorWeight, ColumnMajorWeight, BFloat16FewRows };
 
 inline CpuLinearKernel cpu_linear_kernel(const torch::Tensor& x2d, const torch::Tensor& weight,
                                          const torch::Tensor& bias = {}) {
 #if DIFFUSE_CPU_LINEAR
   const bool grad = at::GradMode::is_enabled() &&
                     (x2d.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
-  const bool runs = x2d.dim() == 2 && weight.dim() == 2 && x2d.size(1) == weight.size(1) &&
-                    x2d.size(0) < cpu_linear_detail::many && x2d.is_cpu() && weight.is_cpu() &&
-                    x2d.scalar_type() == torch::kFloat32 && weight.scalar_type() == torch::kFloat32 &&
-                    (!bias.defined() || (bias.is_cpu() && bias.scalar_type() == torch::kFloat32 &&
-                                         bias.numel() == weight.size(0))) &&
+  const bool runs = x2d.dim() == 2 && weight.dim() == 2 && x2d.size(1) == weight.size(1) && x2d.is_cpu() &&
+                    weight.is_cpu() && (!bias.defined() || (bias.is_cpu() && bias.numel() == weight.size(0))) &&
                     !grad && __builtin_cpu_supports("avx512f");
   if (!runs) return CpuLinearKernel::None;
+  const auto all = [&](torch::ScalarType t) {
+    return x2d.scalar_type() == t && weight.scalar_type() == t && (!bias.defined() || bias.scalar_type() == t);
+  };
+  if (all(torch::kBFloat16))
+    return x2d.size(0) < cpu_linear_detail::few && weight.is_contiguous() ? CpuLinearKernel::BFloat16FewRows
+                                                                          : CpuLinearKernel::None;
+  if (!all(torch::kFloat32) || x2d.size(0) >= cpu_linear_detail::many) return CpuLinearKernel::None;
   // (a weight of K <= 1 columns is both row- and column-major: the row-major kernel takes it)
   if (weight.size(0) % cpu_linear_detail::cm_cols == 0 && weight.size(1) > 1 && is_column_major(weight))
     return CpuLinearKernel::ColumnMajorWeight;
@@ -476,25 +505,32 @@ inline bool cpu_linear_applies(const torch::Tensor& x2d, const torch::Tensor& we
   return cpu_linear_kernel(x2d, weight, bias) != CpuLinearKernel::None;
 }
 
-// x (M, K) @ weight (N, K)^T + bias (N), float32, no autograd. Where neither kernel runs (no
-// AVX-512, another dtype or device, 512 or more rows, another weight layout) it is at::linear, so a
-// caller need not ask cpu_linear_applies first.
+// x (M, K) @ weight (N, K)^T + bias (N), no autograd. Where no kernel runs (no AVX-512, another dtype
+// or device, 512 or more float32 rows, another weight layout) it is at::linear, so a caller need not
+// ask cpu_linear_applies first.
 inline torch::Tensor cpu_linear(const torch::Tensor& x2d, const torch::Tensor& weight, const torch::Tensor& bias) {
 #if DIFFUSE_CPU_LINEAR
   const auto kernel = cpu_linear_kernel(x2d, weight, bias);
   if (kernel == CpuLinearKernel::None) return at::linear(x2d, weight, bias);
-  const auto x = x2d.contiguous();
-  const auto b = bias.defined() ? bias.contiguous() : bias;
-  const auto m = x.size(0), k = x.size(1), n = weight.size(0);
+  const auto m = x2d.size(0), k = x2d.size(1), n = weight.size(0);
+  if (m == 0 || n == 0 || k == 0) return at::linear(x2d, weight, bias);  // nothing to multiply
+  // the bf16 path sums in float32 from float32 copies of the (few) rows and the bias
+  const auto dtype = kernel == CpuLinearKernel::BFloat16FewRows ? torch::kFloat32 : x2d.scalar_type();
+  const auto x = x2d.to(dtype).contiguous();
+  const auto b = bias.defined() ? bias.to(dtype).contiguous() : bias;
   auto y = torch::empty({m, n}, x.options());
-  if (m == 0 || n == 0) return y;
-  if (k == 0) return y.copy_(b.defined() ? b.expand({m, n}) : torch::zeros({m, n}, x.options()));
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
-  if (kernel == CpuLinearKernel::ColumnMajorWeight)
-    cpu_linear_detail::run_column_major(x.data_ptr<float>(), weight.data_ptr<float>(), bp, y.data_ptr<float>(), m, k, n);
-  else
-    cpu_linear_detail::run(x.data_ptr<float>(), weight.data_ptr<float>(), bp, y.data_ptr<float>(), m, k, n);
-  return y;
+  switch (kernel) {
+    case CpuLinearKernel::ColumnMajorWeight:
+      cpu_linear_detail::run_column_major(x.data_ptr<float>(), weight.data_ptr<float>(), bp, y.data_ptr<float>(), m, k, n);
+      return y;
+    case CpuLinearKernel::BFloat16FewRows:
+      cpu_linear_detail::run_few_rows(x.data_ptr<float>(), weight.data_ptr<c10::BFloat16>(), bp, y.data_ptr<float>(), m, k, n);
+      return y.to(torch::kBFloat16);
+    default:
+      cpu_linear_detail::run(x.data_ptr<float>(), weight.data_ptr<float>(), bp, y.data_ptr<float>(), m, k, n);
+      return y;
+  }
 #else
   return at::linear(x2d, weight, bias);
 #endif
