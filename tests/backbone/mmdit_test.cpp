@@ -102,6 +102,19 @@ TEST_CASE("diffusers and original layouts round-trip to the same outputs", "[mmd
   CHECK(diff.contains("transformer_blocks.0.attn.to_q.weight"));
   CHECK(diff.contains("transformer_blocks.1.attn.norm_added_k.weight"));
   CHECK_FALSE(diff.contains("transformer_blocks.1.attn.to_add_out.weight"));  // last block is pre-only
+  // Unless told, loading lays the Linear weights out column-major for float32 on an AVX-512 CPU
+  // (cpu_linear's faster kernel) and keeps them as stored otherwise.
+  const auto orig = (dir / "orig.safetensors").string();
+  const bool avx512 = __builtin_cpu_supports("avx512f");
+  auto f32 = io::load_mmdit(orig);
+  CHECK(nn::is_column_major(f32->final_layer->linear->weight) == avx512);
+  CHECK(nn::is_column_major(f32->joint_blocks[0]->as<backbone::JointBlock>()->x_block->mlp->fc1->weight) == avx512);
+  io::MMDiTLoadOptions bf16;
+  bf16.dtype = torch::kBFloat16;
+  CHECK(io::load_mmdit(orig, bf16)->final_layer->linear->weight.is_contiguous());
+  io::MMDiTLoadOptions row;
+  row.weight_layout = nn::WeightLayout::RowMajor;
+  CHECK(io::load_mmdit(orig, row)->final_layer->linear->weight.is_contiguous());
 }
 
 TEST_CASE("loading reports every missing, unexpected and mis-shaped tensor together", "[mmdit]") {

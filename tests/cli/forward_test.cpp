@@ -43,7 +43,7 @@ TEST_CASE("diffuse forward runs an MM-DiT checkpoint on named inputs", "[cli][mm
                                   (dir / "in.safetensors").string() + " --out " + (dir / "o.safetensors").string() +
                                   " --weight-layout diagonal");
   CHECK(layout.exit_code == 2);
-  CHECK_THAT(layout.err, Contains("--weight-layout must be row or column"));
+  CHECK_THAT(layout.err, Contains("--weight-layout must be auto, row or column"));
 
   const auto skip = test::run_cli("forward --weights " + (dir / "w.safetensors").string() + " --inputs " +
                                 (dir / "in.safetensors").string() + " --out " + (dir / "skip.safetensors").string() +
@@ -69,7 +69,7 @@ TEST_CASE("diffuse forward runs an MM-DiT checkpoint on named inputs", "[cli][mm
 TEST_CASE("diffuse forward reproduces the reference mmdit_a output", "[cli][mmdit][parity]") {
   const std::string d = std::string(DIFFUSE_TESTDATA_DIR) + "/sd3ref/";
   test::TempDir dir;
-  for (const std::string layout : {"row", "column"}) {
+  for (const std::string layout : {"auto", "row", "column"}) {
     INFO("--weight-layout " << layout);
     const auto r = test::run_cli("forward --weights " + d + "mmdit_a.weights.safetensors --inputs " + d +
                                "mmdit_a.io.safetensors --out " + (dir / "o.safetensors").string() +

@@ -20,7 +20,7 @@ namespace diffuse::cli {
 namespace {
 
 struct DenoiseOptions {
-  std::string weights, inputs, out, sampler = "euler", schedule = "reference", dtype = "f32", weight_layout = "row";
+  std::string weights, inputs, out, sampler = "euler", schedule = "reference", dtype = "f32", weight_layout = "auto";
   int steps = 28, threads = 0;
   double cfg = 5.0, shift = 3.0, eta = 1.0;
   double slg_scale = 0.0, slg_start = 0.01, slg_end = 0.2;

@@ -20,7 +20,7 @@ namespace diffuse::cli {
 namespace {
 
 struct ForwardOptions {
-  std::string weights, config, inputs, out, dtype = "f32", component, weight_layout = "row";
+  std::string weights, config, inputs, out, dtype = "f32", component, weight_layout = "auto";
   std::vector<int> skip_layers;
   int threads = 0;
 };

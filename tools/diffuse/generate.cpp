@@ -23,7 +23,7 @@ namespace {
 
 struct GenerateOptions {
   std::string model, clip_l, clip_g, t5, vae, tokenizers, negative, sampler, init_img, out = "out.png";
-  std::string dtype = "bf16", device = "cpu", weight_layout = "row";
+  std::string dtype = "bf16", device = "cpu", weight_layout = "auto";
   std::vector<std::string> prompts;
   std::vector<int> skip_layers;
   int width = 0, height = 0, steps = 0, batch = 1, threads = 0, t5_length = 77;

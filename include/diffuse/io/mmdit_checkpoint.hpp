@@ -27,10 +27,10 @@ struct MMDiTLoadOptions {
   torch::Device device = torch::kCPU;
   std::optional<backbone::MMDiTConfig> config;       // empty: detected from the shapes
   // Where the Linear weights lie in memory (nn/linear_weight_layout.hpp). As stored (row-major)
-  // keeps them views of the file. Column-major copies them and makes a float32 CPU forward faster
-  // where a stream has fewer than 512 tokens (SD3-medium at 256²: up to 12%), no faster above,
-  // where the BLAS takes the products (docs/performance.md).
-  nn::WeightLayout weight_layout = nn::WeightLayout::RowMajor;
+  // keeps them views of the file; column-major copies them and makes a float32 CPU forward faster
+  // (SD3-medium at 256²: 7-30% depending on the machine, docs/performance.md). Empty: column-major
+  // for float32 on an AVX-512 CPU, as stored otherwise (nn::preferred_weight_layout).
+  std::optional<nn::WeightLayout> weight_layout;
 };
 
 namespace mmdit_detail {
@@ -127,7 +127,9 @@ inline backbone::MMDiT load_mmdit(const std::string& path, const MMDiTLoadOption
     else if (auto* b = buffers.find(name)) b->set_data(t);
     else throw Error("MM-DiT: no module slot for " + name + " (library bug: key list and modules disagree)");
   }
-  nn::set_linear_weight_layout(*model, opt.weight_layout);  // as stored: nothing moves
+  // as stored: nothing moves
+  nn::set_linear_weight_layout(*model, opt.weight_layout.value_or(nn::preferred_weight_layout(
+                                           model->x_embedder->proj->weight.scalar_type(), opt.device)));
   return model;
 }
 

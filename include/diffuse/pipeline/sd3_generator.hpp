@@ -169,8 +169,8 @@ struct SD3GeneratorOptions {
   int t5_length = 77;
   bool no_t5 = false;
   // MM-DiT Linear weights in memory (io::MMDiTLoadOptions::weight_layout): column-major copies make
-  // a float32 CPU step faster while the image has fewer than 512 tokens (up to 352x352), not above.
-  nn::WeightLayout weight_layout = nn::WeightLayout::RowMajor;
+  // a float32 CPU step faster; empty: column-major for float32 on an AVX-512 CPU, else as stored.
+  std::optional<nn::WeightLayout> weight_layout;
 };
 
 struct GenerateRequest {
