@@ -28,7 +28,7 @@ struct MMDiTLoadOptions {
   std::optional<backbone::MMDiTConfig> config;       // empty: detected from the shapes
   // Where the Linear weights lie in memory (nn/linear_weight_layout.hpp). As stored (row-major)
   // keeps them views of the file; column-major copies them and makes a float32 CPU forward faster
-  // (SD3-medium at 256²: 7-30% depending on the machine, docs/performance.md). Empty: column-major
+  // (SD3-medium at 256²: up to 12-25% depending on the machine, docs/performance.md). Empty: column-major
   // for float32 on an AVX-512 CPU, as stored otherwise (nn::preferred_weight_layout).
   std::optional<nn::WeightLayout> weight_layout;
 };

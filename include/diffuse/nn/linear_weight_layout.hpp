@@ -59,7 +59,7 @@ inline torch::Tensor huge_page_tensor(torch::IntArrayRef sizes) {
 
 // The layout a loader picks when not told: column-major where cpu_linear's column-major kernel
 // can run (float32 on an x86-64 CPU with AVX-512), as stored otherwise. Measured at SD3-medium
-// (docs/performance.md): on the AMD EPYC machine kind column-major is 80-85% of the GEMM rate at
+// (docs/performance.md): on the AMD EPYC machine kind column-major is 76-85% of the GEMM rate at
 // 256² against 66-73% as stored, and 73% against 61% at 512²; on the Xeon kind 66-76% against
 // 66-70% at 256², 71-72% against 73-76% at 512². bfloat16 keeps the weights as stored (the
 // one-row bf16 kernel reads them row-major; oneDNN is no faster either way).
