@@ -28,8 +28,9 @@ struct MMDiTLoadOptions {
   std::optional<backbone::MMDiTConfig> config;       // empty: detected from the shapes
   // Where the Linear weights lie in memory (nn/linear_weight_layout.hpp). As stored (row-major)
   // keeps them views of the file; column-major copies them and makes a float32 CPU forward faster
-  // (SD3-medium at 256²: up to 12-25% depending on the machine, docs/performance.md). Empty: column-major
-  // for float32 on an AVX-512 CPU, as stored otherwise (nn::preferred_weight_layout).
+  // (SD3-medium at 256²: up to 12% or 25% on the two machine kinds measured, docs/performance.md).
+  // Empty: column-major for float32 on an AVX-512 CPU, as stored otherwise
+  // (nn::preferred_weight_layout).
   std::optional<nn::WeightLayout> weight_layout;
 };
 
@@ -127,9 +128,9 @@ inline backbone::MMDiT load_mmdit(const std::string& path, const MMDiTLoadOption
     else if (auto* b = buffers.find(name)) b->set_data(t);
     else throw Error("MM-DiT: no module slot for " + name + " (library bug: key list and modules disagree)");
   }
-  // as stored: nothing moves
-  nn::set_linear_weight_layout(*model, opt.weight_layout.value_or(nn::preferred_weight_layout(
-                                           model->x_embedder->proj->weight.scalar_type(), opt.device)));
+  // as stored moves nothing; column-major copies each Linear weight once
+  const auto dtype = model->x_embedder->proj->weight.scalar_type();
+  nn::set_linear_weight_layout(*model, opt.weight_layout.value_or(nn::preferred_weight_layout(dtype, opt.device)));
   return model;
 }
 
