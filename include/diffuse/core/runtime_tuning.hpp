@@ -19,6 +19,8 @@
 #include <string>
 #include <strings.h>
 
+#include "diffuse/core/cpu_features.hpp"
+
 namespace diffuse {
 
 // Whether OpenBLAS's kernel set `core` (openblas_get_corename()) leaves out AVX-512 on a CPU whose
@@ -30,15 +32,6 @@ inline bool openblas_core_lacks_avx512(const char* core, bool cpu_has_avx512) {
   for (const char* avx512_core : {"skylakex", "cooperlake", "sapphirerapids"})
     if (::strcasecmp(core, avx512_core) == 0) return false;
   return true;
-}
-
-inline bool cpu_has_avx512() {
-#if defined(__x86_64__) && defined(__GNUC__)
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-#else
-  return false;
-#endif
 }
 
 // The loaded OpenBLAS's kernel set, where it is a DYNAMIC_ARCH build (which has
