@@ -6,11 +6,15 @@
 //                                              both in turn: nn/linear_weight_layout.hpp; bf16 runs row-major)
 //                 [--profile trace.json]   (a Chrome trace of one more forward in the last dtype run;
 //                                           scripts/profile_summary.py adds up self time per operator)
+// Each forward line ends with the minor page faults of one more forward: a steady state near 0
+// says fresh activations come from the allocator's reuse, not from the kernel's zeroed pages.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
+
+#include <sys/resource.h>
 
 #include <torch/csrc/autograd/profiler_legacy.h>
 
@@ -33,6 +37,14 @@ double best_seconds(int repeats, F&& f) {
     best = std::min(best, std::chrono::duration<double>(clock_type::now() - t0).count());
   }
   return best;
+}
+
+// Minor page faults of this process so far: fresh activation buffers that the allocator takes from
+// the kernel cost a fault and a zeroed page each, which shows up as time in whatever op touches them.
+long minor_faults() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return u.ru_minflt;
 }
 
 // GEMM throughput of (m x k) @ (k x n).
@@ -112,9 +124,15 @@ int main(int argc, char** argv) {
       torch::NoGradGuard g;
       model->forward(x, t, y, c);
     });
+    const long faults_before = minor_faults();
+    {
+      torch::NoGradGuard g;
+      model->forward(x, t, y, c);
+    }
+    const long faults = minor_faults() - faults_before;
     const double gemm = std::max(gemm_before, gemm_rate());
-    std::printf("%-5s GEMM %.1f GFLOP/s | forward %.3f s = %.1f GFLOP/s = %.0f%% of GEMM\n", dn.c_str(), gemm / 1e9, fwd,
-                flops / fwd / 1e9, 100 * flops / fwd / gemm);
+    std::printf("%-5s GEMM %.1f GFLOP/s | forward %.3f s = %.1f GFLOP/s = %.0f%% of GEMM | %ld page faults\n", dn.c_str(),
+                gemm / 1e9, fwd, flops / fwd / 1e9, 100 * flops / fwd / gemm, faults);
     if (!profile.empty()) {
       torch::autograd::profiler::RecordProfile guard(profile);
       torch::NoGradGuard g;
