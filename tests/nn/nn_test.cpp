@@ -288,12 +288,29 @@ TEST_CASE("the row-block CPU attention (heads of 64) equals softmax(q k^T / 8) v
     INFO("lq " << lq << " lk " << lk);
     // the MM-DiT parity bound (issue 4): scores reach ~±20 here, and float32 rounding of q k^T grows with them
     CHECK((out.to(torch::kFloat64) - ref).abs().max().item<double>() < 2e-5 * std::max(1.0, ref.abs().max().item<double>()));
-    // bf16 inputs: products accumulate in float32, so the error is the inputs' and the output's rounding.
+    // bf16 inputs: products accumulate in float32, so the error is the inputs' and the output's
+    // rounding (bf16 keeps 8 bits: half an ulp is 7.8e-3 for outputs in [2, 4)), plus, in the
+    // AVX512-BF16 kernel, the weights' rounding to bf16 (2^-9 of max|v|). Both kernels where the
+    // CPU has the instructions, the widening one otherwise.
     const auto qb = q.to(torch::kBFloat16), kb = k.to(torch::kBFloat16), vb = v.to(torch::kBFloat16);
     const auto refb = nn::attention_reference(qb.to(torch::kFloat64), kb.to(torch::kFloat64), vb.to(torch::kFloat64), 3);
     const auto outb = nn::row_block_attention(qb, kb, vb, 3);
     CHECK(outb.scalar_type() == torch::kBFloat16);
     CHECK((outb.to(torch::kFloat64) - refb).abs().max().item<double>() < 1e-2);
+    auto widened = torch::empty_like(qb);
+    nn::row_block_detail::run<c10::BFloat16>(qb, kb, vb, widened, 3);
+    CHECK((widened.to(torch::kFloat64) - refb).abs().max().item<double>() < 1e-2);
+#if DIFFUSE_ROW_BLOCK_AVX512
+    if (cpu_has_avx512_bf16()) {
+      auto dot = torch::empty_like(qb);
+      nn::row_block_detail::run_dot_bf16(qb, kb, vb, dot, 3);
+      const double err = (dot.to(torch::kFloat64) - refb).abs().max().item<double>();
+      INFO("AVX512-BF16 kernel, max error " << err);
+      CHECK(err < 1e-2);
+      // the two kernels differ by about an output rounding, not by a wrong weight or a lost key
+      CHECK((dot.to(torch::kFloat64) - widened.to(torch::kFloat64)).abs().max().item<double>() < 2e-2);
+    }
+#endif
   }
   // Strided inputs (views of one packed qkv tensor) give the same result as contiguous copies.
   const auto qkv = torch::randn({1, 20, 3 * 128});
@@ -306,6 +323,17 @@ TEST_CASE("the row-block CPU attention (heads of 64) equals softmax(q k^T / 8) v
   const auto on = nn::row_block_attention(qn, kn, vn, 1);
   CHECK(torch::isnan(on[0][3]).all().item<bool>());
   CHECK(torch::isfinite(on[0].narrow(0, 4, 6)).all().item<bool>());
+  const auto onb = nn::row_block_attention(qn.to(torch::kBFloat16), kn.to(torch::kBFloat16), vn.to(torch::kBFloat16), 1);
+  CHECK(torch::isnan(onb[0][3]).all().item<bool>());
+  CHECK(torch::isfinite(onb[0].narrow(0, 4, 6)).all().item<bool>());
+  // Scores far apart (one key scores 1280, the others 0): its weight is 1, the rest underflow to 0.
+  auto kf = torch::zeros({1, 40, 64});
+  kf[0][37] = torch::full({64}, 20.0);
+  const auto qf = torch::ones({1, 3, 64}) * 8, vals = torch::randn({1, 40, 64});
+  for (const auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    const auto of = nn::row_block_attention(qf.to(dtype), kf.to(dtype), vals.to(dtype), 1).to(torch::kFloat32);
+    CHECK(torch::allclose(of, vals.to(dtype).to(torch::kFloat32)[0][37].expand({1, 3, 64})));
+  }
   // Heads other than 64 wide, float64 and empty inputs are not its job.
   CHECK_FALSE(nn::row_block_attention_applies(torch::randn({1, 4, 64}), 2));
   CHECK_FALSE(nn::row_block_attention_applies(torch::randn({1, 4, 64}, torch::kFloat64), 1));
