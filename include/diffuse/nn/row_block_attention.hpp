@@ -378,7 +378,6 @@ inline void run_dot_bf16(const torch::Tensor& q, const torch::Tensor& k, const t
     }
   });
 }
-
 #endif
 
 template <class T>
