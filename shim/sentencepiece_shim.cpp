@@ -8,9 +8,11 @@
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace {
@@ -27,7 +29,7 @@ extern "C" {
 typedef void (*diffuse_spm_id_sink)(void* ctx, const int* ids, std::size_t n);
 typedef void (*diffuse_spm_text_sink)(void* ctx, const char* text, std::size_t n);
 
-__attribute__((visibility("default"))) int diffuse_spm_abi_version() { return 1; }
+__attribute__((visibility("default"))) int diffuse_spm_abi_version() { return 2; }
 
 __attribute__((visibility("default"))) void* diffuse_spm_load(const char* model_path, char* err, std::size_t errcap) {
   auto* sp = new sentencepiece::SentencePieceProcessor();
@@ -94,6 +96,55 @@ __attribute__((visibility("default"))) int diffuse_spm_train(const char* args, c
     set_error(err, errcap, status.ToString());
     return 1;
   }
+  return 0;
+}
+
+// Trains on `n` sentences held in memory and hands the serialized model to `sink`: no input file
+// and no model prefix, so the model records no paths and the same sentences and flags give the
+// same bytes wherever the run's folder is.
+__attribute__((visibility("default"))) int diffuse_spm_train_sentences(const char* args, const char* const* sentences,
+                                                                       const std::size_t* lengths, std::size_t n,
+                                                                       diffuse_spm_text_sink sink, void* ctx, char* err,
+                                                                       std::size_t errcap) {
+  class Sentences : public sentencepiece::SentenceIterator {
+   public:
+    Sentences(const char* const* s, const std::size_t* len, std::size_t n) : s_(s), len_(len), n_(n) { load(); }
+    bool done() const override { return i_ >= n_; }
+    void Next() override {
+      ++i_;
+      load();
+    }
+    const std::string& value() const override { return value_; }
+    sentencepiece::util::Status status() const override { return sentencepiece::util::Status(); }  // OK
+
+   private:
+    void load() {
+      if (i_ < n_) value_.assign(s_[i_], len_[i_]);
+    }
+    const char* const* s_;
+    const std::size_t* len_;
+    std::size_t n_, i_ = 0;
+    std::string value_;
+  } it(sentences, lengths, n);
+  // Flags as a map: the string overload logs "Running command: ..." before it reads --minloglevel.
+  std::unordered_map<std::string, std::string> flags;
+  const std::string all(args);
+  for (std::size_t i = 0; i < all.size();) {
+    const std::size_t end = std::min(all.find(' ', i), all.size());
+    std::string flag = all.substr(i, end - i);
+    i = end + 1;
+    if (flag.empty()) continue;
+    if (flag.rfind("--", 0) == 0) flag.erase(0, 2);
+    const std::size_t eq = flag.find('=');
+    flags[flag.substr(0, eq)] = eq == std::string::npos ? "true" : flag.substr(eq + 1);
+  }
+  std::string model;
+  const auto status = sentencepiece::SentencePieceTrainer::Train(flags, &it, &model);
+  if (!status.ok()) {
+    set_error(err, errcap, status.ToString());
+    return 1;
+  }
+  sink(ctx, model.data(), model.size());
   return 0;
 }
 

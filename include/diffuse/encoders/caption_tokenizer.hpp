@@ -15,6 +15,7 @@
 
 #include "diffuse/core/error.hpp"
 #include "diffuse/encoders/sentencepiece.hpp"
+#include "diffuse/io/atomic_file.hpp"
 
 namespace diffuse::encoders {
 
@@ -22,24 +23,20 @@ class CaptionTokenizer {
  public:
   static constexpr int pad_id = 0, eos_id = 1, unk_id = 2;
 
-  // Trains `model_path` (a .model file) on the captions. Single-threaded, so the same captions
-  // give the same pieces (the file also records the paths it was trained from).
+  // Trains `model_path` (a .model file) on the captions, in memory and single-threaded: the same
+  // captions give the same file, byte for byte, wherever it is written (the model records no
+  // paths), so a run's feature-cache key depends on its captions only.
   static void train(const std::vector<std::string>& captions, const std::filesystem::path& model_path,
                     int vocab_size = 128) {
     if (captions.empty()) throw InputError("caption tokenizer: no captions to train on");
     if (model_path.extension() != ".model") throw InputError(model_path.string() + ": the tokenizer file must end in .model");
-    const auto text = model_path.parent_path() / (model_path.stem().string() + ".captions.txt");
-    {
-      std::ofstream f(text);
-      for (const auto& c : captions) f << c << '\n';
-      if (!f) throw Error(text.string() + ": cannot write the tokenizer's training text");
-    }
-    const auto prefix = (model_path.parent_path() / model_path.stem()).string();
-    SentencePieceLibrary::shared()->train("--input=" + text.string() + " --model_prefix=" + prefix + " --vocab_size=" + std::to_string(vocab_size) +
-              " --model_type=bpe --hard_vocab_limit=false --character_coverage=1.0 --num_threads=1"
-              " --pad_id=0 --eos_id=1 --unk_id=2 --bos_id=-1 --minloglevel=2");
-    std::filesystem::remove(text);
-    std::filesystem::remove(prefix + ".vocab");
+    const auto model = SentencePieceLibrary::shared()->train(
+        captions, "--vocab_size=" + std::to_string(vocab_size) +
+                      " --model_type=bpe --hard_vocab_limit=false --character_coverage=1.0 --num_threads=1"
+                      " --pad_id=0 --eos_id=1 --unk_id=2 --bos_id=-1 --minloglevel=2");
+    io::AtomicFileWriter w(model_path);
+    w.write(model.data(), model.size());
+    w.commit();
   }
 
   CaptionTokenizer(const std::filesystem::path& model_path, int length)

@@ -42,7 +42,9 @@ class SentencePieceLibrary {
     if (!handle_) throw Error("sentencepiece: cannot load shim " + path + ": " + ::dlerror());
     path_ = path;
     bind(abi_version, "diffuse_spm_abi_version");
-    if (abi_version() != 1) throw Error("sentencepiece: shim " + path + " has an unknown ABI version");
+    if (abi_version() != 2)
+      throw Error("sentencepiece: shim " + path + " has ABI version " + std::to_string(abi_version()) +
+                  ", this diffuse needs 2 (rebuild or reinstall the shim with it)");
     bind(load, "diffuse_spm_load");
     bind(free, "diffuse_spm_free");
     bind(vocab_size, "diffuse_spm_vocab_size");
@@ -50,6 +52,7 @@ class SentencePieceLibrary {
     bind(encode, "diffuse_spm_encode");
     bind(decode, "diffuse_spm_decode");
     bind(train_fn, "diffuse_spm_train");
+    bind(train_sentences_fn, "diffuse_spm_train_sentences");
   }
   SentencePieceLibrary(const SentencePieceLibrary&) = delete;
   SentencePieceLibrary& operator=(const SentencePieceLibrary&) = delete;
@@ -77,6 +80,21 @@ class SentencePieceLibrary {
     if (train_fn(args.c_str(), err, sizeof err) != 0) throw InputError(std::string("sentencepiece training: ") + err);
   }
 
+  // Trains on sentences in memory and returns the serialized model (flags as above, space-separated
+  // "--name=value" with no spaces in values, without --input and --model_prefix): the model
+  // records no paths, so it depends only on the sentences and the flags.
+  std::string train(const std::vector<std::string>& sentences, const std::string& args) const {
+    std::vector<const char*> p;
+    std::vector<std::size_t> n;
+    for (const auto& s : sentences) p.push_back(s.data()), n.push_back(s.size());
+    std::string model;
+    char err[1024] = {0};
+    auto sink = [](void* ctx, const char* b, std::size_t len) { static_cast<std::string*>(ctx)->assign(b, len); };
+    if (train_sentences_fn(args.c_str(), p.data(), n.data(), p.size(), sink, &model, err, sizeof err) != 0)
+      throw InputError(std::string("sentencepiece training: ") + err);
+    return model;
+  }
+
   using IdSink = void (*)(void*, const int*, std::size_t);
   using TextSink = void (*)(void*, const char*, std::size_t);
   int (*abi_version)() = nullptr;
@@ -87,6 +105,8 @@ class SentencePieceLibrary {
   int (*encode)(void*, const char*, std::size_t, IdSink, void*, char*, std::size_t) = nullptr;
   int (*decode)(void*, const int*, std::size_t, TextSink, void*, char*, std::size_t) = nullptr;
   int (*train_fn)(const char*, char*, std::size_t) = nullptr;
+  int (*train_sentences_fn)(const char*, const char* const*, const std::size_t*, std::size_t, TextSink, void*, char*,
+                            std::size_t) = nullptr;
 
  private:
   template <class F>
