@@ -349,7 +349,7 @@ TEST_CASE("the CPU linear kernel equals x W^T + b for every block and panel rema
   torch::manual_seed(11);
   const auto x = torch::randn({4, 20}), w = torch::randn({7, 20});
   // It runs wherever AVX-512 is (the CI machines have it); elsewhere it must say it does not apply.
-  const bool avx512 = __builtin_cpu_supports("avx512f");
+  const bool avx512 = diffuse::use_avx512f();  // false under DIFFUSE_CPU_KERNELS=generic
   REQUIRE(nn::cpu_linear_applies(x, w) == avx512);
   if (avx512) {
     // Token rows: the few-row path (< 8), panel remainders of 32, two cache blocks of 256; columns:
@@ -404,7 +404,7 @@ TEST_CASE("the CPU linear kernel equals x W^T + b for every block and panel rema
 TEST_CASE("bfloat16 products of fewer than 8 rows read the weight as bfloat16 and sum in float32", "[nn][linear]") {
   torch::NoGradGuard no_grad;
   torch::manual_seed(17);
-  const bool avx512 = __builtin_cpu_supports("avx512f");
+  const bool avx512 = diffuse::use_avx512f();  // false under DIFFUSE_CPU_KERNELS=generic
   const auto bf16 = [](const torch::Tensor& t) { return t.to(torch::kBFloat16); };
   CHECK(nn::cpu_linear_kernel(bf16(torch::randn({1, 32})), bf16(torch::randn({9, 32})), bf16(torch::randn({9}))) ==
         (avx512 ? nn::CpuLinearKernel::BFloat16FewRows : nn::CpuLinearKernel::None));
@@ -445,7 +445,7 @@ TEST_CASE("bfloat16 products of fewer than 8 rows read the weight as bfloat16 an
 TEST_CASE("the column-major CPU kernel equals x W^T + b for every block and slice remainder", "[nn][linear]") {
   torch::NoGradGuard no_grad;
   torch::manual_seed(13);
-  const bool avx512 = __builtin_cpu_supports("avx512f");
+  const bool avx512 = diffuse::use_avx512f();  // false under DIFFUSE_CPU_KERNELS=generic
   const auto column_major = [](const torch::Tensor& w) { return w.t().contiguous().t(); };
   {
     const auto x = torch::randn({4, 20}), w = column_major(torch::randn({64, 20}));

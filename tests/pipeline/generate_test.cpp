@@ -114,8 +114,11 @@ TEST_CASE("SD3 generation: deterministic per seed, batch-independent, the same f
   CHECK(torch::allclose(from_diffusers.generate(request({"a red circle"})), a, 1e-5, 1e-6));
   // The MM-DiT's weights as stored and laid out column-major (the two float32 CPU kernels, which
   // sum in different orders): the same image up to rounding (observed 4.3e-6 on values in [-1, 1]).
-  // Without a choice (as `a` was made) the layout is column-major on an AVX-512 CPU, else as stored.
-  const bool avx512 = __builtin_cpu_supports("avx512f");
+  // Without a choice (as `a` was made) the layout is column-major where the library may use
+  // AVX-512, else as stored: that choice repeats `a` exactly (same kernels, same inputs). Whether
+  // the other layout's kernel rounds differently is the machine's business, not asserted
+  // (mmdit_test checks which layout loading chose).
+  const bool avx512 = diffuse::use_avx512f();
   for (const auto layout : {nn::WeightLayout::RowMajor, nn::WeightLayout::ColumnMajor}) {
     auto o = f32();
     o.weight_layout = layout;
@@ -124,7 +127,7 @@ TEST_CASE("SD3 generation: deterministic per seed, batch-independent, the same f
     CHECK((img - a).abs().max().item<double>() < 1e-4);
     const bool is_default = avx512 == (layout == nn::WeightLayout::ColumnMajor);
     INFO("layout " << (layout == nn::WeightLayout::ColumnMajor ? "column" : "row"));
-    if (avx512) CHECK(torch::equal(img, a) == is_default);  // the other kernel ran where it is not the default
+    if (is_default) CHECK(torch::equal(img, a));
   }
   // Stages released after use give the same image.
   auto low = f32();

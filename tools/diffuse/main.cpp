@@ -6,11 +6,18 @@
 #include <CLI/CLI.hpp>
 
 #include "command.hpp"
+#include "diffuse/core/cpu_features.hpp"
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/runtime_tuning.hpp"
 #include "diffuse/version.hpp"
 
 int main(int argc, char** argv) {
+  try {
+    diffuse::cpu_kernels_generic();  // a bad DIFFUSE_CPU_KERNELS is bad input, said once, up front
+  } catch (const diffuse::InputError& e) {
+    std::cerr << "diffuse: error: " << e.what() << "\n";
+    return 2;
+  }
   // Compute-heavy commands re-execute once with the OpenMP wait policy and OpenBLAS kernels set
   // (docs/performance.md); quick ones do not pay a second start.
   if (argc > 1) {

@@ -11,7 +11,8 @@
 //    at 183-209 against 355-380 GFLOP/s (docs/performance.md).
 // Both are read when the libraries load, before main, so `tune_runtime(argv)` sets what is unset
 // and re-executes the program once. A variable already set is never changed; DIFFUSE_NO_TUNE=1
-// turns the whole thing off. Programs call it first thing in main; the library never calls it.
+// turns the whole thing off, and DIFFUSE_CPU_KERNELS=generic (core/cpu_features.hpp) the OpenBLAS
+// part (OpenBLAS then runs what it detects or what OPENBLAS_CORETYPE says). Programs call it first thing in main; the library never calls it.
 #include <dlfcn.h>
 #include <unistd.h>
 
@@ -42,7 +43,7 @@ inline const char* openblas_core_name() {
   return fn ? fn() : nullptr;
 }
 // The loaded OpenBLAS runs without AVX-512 on an AVX-512 CPU.
-inline bool openblas_without_avx512() { return openblas_core_lacks_avx512(openblas_core_name(), cpu_has_avx512()); }
+inline bool openblas_without_avx512() { return openblas_core_lacks_avx512(openblas_core_name(), use_avx512()); }
 
 // For benchmarks that compare against the BLAS's GEMM rate: a line saying that rate is not the
 // machine's, when OpenBLAS runs without AVX-512 on an AVX-512 CPU (e.g. an inherited

@@ -1,8 +1,7 @@
 #pragma once
 // Sixteen-lane float vectors for the CPU kernels of nn/ (gelu_tanh.hpp, modulation.hpp) and
-// training/flat_adamw.hpp: load and store of float32 and bfloat16, exp, sqrt, and the function
-// multi-versioning that compiles each kernel for AVX-512, AVX2 and baseline x86-64 and picks one
-// at load time.
+// training/flat_adamw.hpp: load and store of float32 and bfloat16, exp, sqrt, and the dispatch
+// that compiles each kernel for AVX-512, AVX2 and baseline x86-64 and picks one at run time.
 //
 // Why vectors by hand: with the default -ftrapping-math / -fmath-errno GCC 12 does not vectorise
 // loops with a clamp or a sqrt, and a header-only library cannot choose its users' flags.
@@ -11,6 +10,8 @@
 #include <cstring>
 
 #include <c10/util/BFloat16.h>
+
+#include "diffuse/core/cpu_features.hpp"
 
 namespace diffuse::nn::lanes_detail {
 
@@ -86,14 +87,44 @@ DIFFUSE_LANES_INLINE void store(c10::BFloat16* p, const vf& v) {
   std::memcpy(p, &h, sizeof h);
 }
 
-// Each span is compiled for several x86 levels and picked at load time by CPU features (GCC
-// function multi-versioning, ifunc): a default build targets baseline x86-64 (SSE2), 5x slower
-// here than the AVX-512 version this CPU runs. (arch=... clones would never be picked on this
-// virtual machine: its CPU reports a generic model.)
+// Each span (a function marked DIFFUSE_CPU_SPAN) is compiled for several x86 levels where it is
+// called through DIFFUSE_CPU_DISPATCH, which picks one at run time: AVX-512 where the library may
+// use it (core/cpu_features.hpp: not under DIFFUSE_CPU_KERNELS=generic), else AVX2 where the CPU
+// has it, else baseline x86-64 (SSE2, 5x slower here than AVX-512). The span is forced inline into
+// a wrapper compiled for the chosen level. The levels round differently (AVX-512 contracts a * b +
+// c into one FMA, AVX2 without FMA does not), which is why the choice must be switchable for the
+// tests. (GCC's target_clones did this before, with no way to choose for a test run.)
+#define DIFFUSE_CPU_SPAN DIFFUSE_LANES_INLINE
+
+enum class SpanLevel { Baseline, Avx2, Avx512 };
+
+inline SpanLevel span_level() {
+  if (use_avx512f()) return SpanLevel::Avx512;
+  if (cpu_has_avx2()) return SpanLevel::Avx2;
+  return SpanLevel::Baseline;
+}
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define DIFFUSE_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+template <class F>
+__attribute__((target("avx512f"))) void run_avx512(const F& f) {
+  f();
+}
+template <class F>
+__attribute__((target("avx2"))) void run_avx2(const F& f) {
+  f();
+}
+template <class F>
+void dispatch(const F& f) {
+  switch (span_level()) {
+    case SpanLevel::Avx512: run_avx512(f); return;
+    case SpanLevel::Avx2: run_avx2(f); return;
+    default: f();
+  }
+}
+#define DIFFUSE_CPU_DISPATCH(...) \
+  ::diffuse::nn::lanes_detail::dispatch([&]() __attribute__((always_inline)) { __VA_ARGS__; })
 #else
-#define DIFFUSE_CPU_CLONES
+#define DIFFUSE_CPU_DISPATCH(...) __VA_ARGS__
 #endif
 
 // Vector helpers take and give their lanes by reference: GCC warns (-Wpsabi) at the end of every

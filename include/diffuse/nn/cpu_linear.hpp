@@ -483,7 +483,7 @@ inline CpuLinearKernel cpu_linear_kernel(const torch::Tensor& x2d, const torch::
                     (x2d.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
   const bool runs = x2d.dim() == 2 && weight.dim() == 2 && x2d.size(1) == weight.size(1) && x2d.is_cpu() &&
                     weight.is_cpu() && (!bias.defined() || (bias.is_cpu() && bias.numel() == weight.size(0))) &&
-                    !grad && cpu_has_avx512f();
+                    !grad && use_avx512f();
   if (!runs) return CpuLinearKernel::None;
   const auto all = [&](torch::ScalarType t) {
     return x2d.scalar_type() == t && weight.scalar_type() == t && (!bias.defined() || bias.scalar_type() == t);

@@ -50,7 +50,7 @@ DIFFUSE_LANES_INLINE void gelu_tanh_grad_lanes(const vf& g, vf& v) {
 
 // The last e - b < lanes elements go through zero-padded copies.
 template <class T>
-DIFFUSE_CPU_CLONES void forward_span(const T* x, T* y, std::int64_t b, std::int64_t e) {
+DIFFUSE_CPU_SPAN void forward_span(const T* x, T* y, std::int64_t b, std::int64_t e) {
   vf v;
   std::int64_t i = b;
   for (; i + lanes <= e; i += lanes) {
@@ -68,7 +68,7 @@ DIFFUSE_CPU_CLONES void forward_span(const T* x, T* y, std::int64_t b, std::int6
 }
 
 template <class T>
-DIFFUSE_CPU_CLONES void backward_span(const T* g, const T* x, T* dx, std::int64_t b, std::int64_t e) {
+DIFFUSE_CPU_SPAN void backward_span(const T* g, const T* x, T* dx, std::int64_t b, std::int64_t e) {
   vf vg, v;
   std::int64_t i = b;
   for (; i + lanes <= e; i += lanes) {
@@ -90,12 +90,12 @@ DIFFUSE_CPU_CLONES void backward_span(const T* g, const T* x, T* dx, std::int64_
 
 template <class T>
 void forward_kernel(const T* x, T* y, std::int64_t n) {
-  at::parallel_for(0, n, 8192, [&](std::int64_t b, std::int64_t e) { forward_span(x, y, b, e); });
+  at::parallel_for(0, n, 8192, [&](std::int64_t b, std::int64_t e) { DIFFUSE_CPU_DISPATCH(forward_span(x, y, b, e)); });
 }
 
 template <class T>
 void backward_kernel(const T* g, const T* x, T* dx, std::int64_t n) {
-  at::parallel_for(0, n, 8192, [&](std::int64_t b, std::int64_t e) { backward_span(g, x, dx, b, e); });
+  at::parallel_for(0, n, 8192, [&](std::int64_t b, std::int64_t e) { DIFFUSE_CPU_DISPATCH(backward_span(g, x, dx, b, e)); });
 }
 
 inline bool has_kernel(const torch::Tensor& x) {

@@ -66,7 +66,7 @@ inline torch::Tensor huge_page_tensor(torch::IntArrayRef sizes) {
 // 66-70% at 256², 71-72% against 73-76% at 512². bfloat16 keeps the weights as stored (the
 // one-row bf16 kernel reads them row-major; oneDNN is no faster either way).
 inline WeightLayout preferred_weight_layout(torch::ScalarType dtype, const torch::Device& device) {
-  if (dtype == torch::kFloat32 && device.is_cpu() && cpu_has_avx512f()) return WeightLayout::ColumnMajor;
+  if (dtype == torch::kFloat32 && device.is_cpu() && use_avx512f()) return WeightLayout::ColumnMajor;
   return WeightLayout::RowMajor;
 }
 

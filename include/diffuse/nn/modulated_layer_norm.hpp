@@ -27,7 +27,7 @@ using namespace lanes_detail;
 // Rows [r0, r1) of x (rows of width d; row r belongs to batch element r / per_batch): writes y and
 // each row's mean and 1 / std.
 template <class T>
-DIFFUSE_CPU_CLONES void forward_rows(const T* x, T* y, const float* shift, const float* scale1, float* mean, float* rstd,
+DIFFUSE_CPU_SPAN void forward_rows(const T* x, T* y, const float* shift, const float* scale1, float* mean, float* rstd,
                                      std::int64_t d, std::int64_t per_batch, float eps, std::int64_t r0, std::int64_t r1) {
   vf v, acc;
   for (std::int64_t r = r0; r < r1; ++r) {
@@ -63,7 +63,7 @@ DIFFUSE_CPU_CLONES void forward_rows(const T* x, T* y, const float* shift, const
 
 // Batch elements [b0, b1): dx for their rows, and the shift and scale gradients (float32, (B, d)).
 template <class T>
-DIFFUSE_CPU_CLONES void backward_batches(const T* gy, const T* x, const float* scale1, const float* mean, const float* rstd,
+DIFFUSE_CPU_SPAN void backward_batches(const T* gy, const T* x, const float* scale1, const float* mean, const float* rstd,
                                          T* dx, float* dshift, float* dscale, std::int64_t d, std::int64_t per_batch,
                                          std::int64_t b0, std::int64_t b1) {
   vf g, v, a, s1, s2, acc_shift, acc_scale;
@@ -127,12 +127,12 @@ inline torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& shift,
   saved.rstd = torch::empty({b * l}, torch::kFloat32);
   const auto grain = std::max<std::int64_t>(1, 16384 / d);
   at::parallel_for(0, b * l, grain, [&](std::int64_t r0, std::int64_t r1) {
-    if (x.scalar_type() == torch::kFloat32)
-      forward_rows(x.data_ptr<float>(), y.data_ptr<float>(), shift.data_ptr<float>(), scale1.data_ptr<float>(),
-                   saved.mean.data_ptr<float>(), saved.rstd.data_ptr<float>(), d, l, static_cast<float>(eps), r0, r1);
-    else
-      forward_rows(x.data_ptr<c10::BFloat16>(), y.data_ptr<c10::BFloat16>(), shift.data_ptr<float>(), scale1.data_ptr<float>(),
-                   saved.mean.data_ptr<float>(), saved.rstd.data_ptr<float>(), d, l, static_cast<float>(eps), r0, r1);
+    auto rows = [&](auto* in, auto* out) {
+      DIFFUSE_CPU_DISPATCH(forward_rows(in, out, shift.data_ptr<float>(), scale1.data_ptr<float>(), saved.mean.data_ptr<float>(),
+                                        saved.rstd.data_ptr<float>(), d, l, static_cast<float>(eps), r0, r1));
+    };
+    if (x.scalar_type() == torch::kFloat32) rows(x.data_ptr<float>(), y.data_ptr<float>());
+    else rows(x.data_ptr<c10::BFloat16>(), y.data_ptr<c10::BFloat16>());
   });
   return y;
 }
@@ -158,14 +158,13 @@ struct Function : torch::autograd::Function<Function> {
     auto dx = torch::empty_like(x);
     auto dshift = torch::empty({b, d}, torch::kFloat32), dscale = torch::empty({b, d}, torch::kFloat32);
     at::parallel_for(0, b, 1, [&](std::int64_t b0, std::int64_t b1) {
-      if (x.scalar_type() == torch::kFloat32)
-        backward_batches(gy.data_ptr<float>(), x.data_ptr<float>(), scale1.data_ptr<float>(), saved[2].data_ptr<float>(),
-                         saved[3].data_ptr<float>(), dx.data_ptr<float>(), dshift.data_ptr<float>(), dscale.data_ptr<float>(), d, l,
-                         b0, b1);
-      else
-        backward_batches(gy.data_ptr<c10::BFloat16>(), x.data_ptr<c10::BFloat16>(), scale1.data_ptr<float>(),
-                         saved[2].data_ptr<float>(), saved[3].data_ptr<float>(), dx.data_ptr<c10::BFloat16>(),
-                         dshift.data_ptr<float>(), dscale.data_ptr<float>(), d, l, b0, b1);
+      auto batches = [&](auto* gy_, auto* in, auto* dx_) {
+        DIFFUSE_CPU_DISPATCH(backward_batches(gy_, in, scale1.data_ptr<float>(), saved[2].data_ptr<float>(),
+                                              saved[3].data_ptr<float>(), dx_, dshift.data_ptr<float>(),
+                                              dscale.data_ptr<float>(), d, l, b0, b1));
+      };
+      if (x.scalar_type() == torch::kFloat32) batches(gy.data_ptr<float>(), x.data_ptr<float>(), dx.data_ptr<float>());
+      else batches(gy.data_ptr<c10::BFloat16>(), x.data_ptr<c10::BFloat16>(), dx.data_ptr<c10::BFloat16>());
     });
     const auto shift_dtype = static_cast<torch::ScalarType>(ctx->saved_data["shift_dtype"].toInt());
     const auto scale_dtype = static_cast<torch::ScalarType>(ctx->saved_data["scale_dtype"].toInt());

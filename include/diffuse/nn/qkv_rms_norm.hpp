@@ -32,7 +32,7 @@ using namespace lanes_detail;
 // Rows [r0, r1) of qkv (rows of 3 d = [q | k | v]): writes q, k (normalised, times wq / wk), v and
 // each head's 1 / rms (rstd: per row, heads values for q then heads for k).
 template <class T>
-DIFFUSE_CPU_CLONES void forward_rows(const T* qkv, T* q, T* k, T* v, const float* wq, const float* wk, float* rstd,
+DIFFUSE_CPU_SPAN void forward_rows(const T* qkv, T* q, T* k, T* v, const float* wq, const float* wk, float* rstd,
                                      std::int64_t heads, std::int64_t hd, float eps, std::int64_t r0, std::int64_t r1) {
   const std::int64_t d = heads * hd;
   vf x, w, acc;
@@ -67,7 +67,7 @@ DIFFUSE_CPU_CLONES void forward_rows(const T* qkv, T* q, T* k, T* v, const float
 // Batch elements [b0, b1) (rows of per_batch): dqkv for their rows, and each batch element's
 // weight gradients dw (float32 (B, 2, hd): wq then wk), summed by the caller.
 template <class T>
-DIFFUSE_CPU_CLONES void backward_batches(const T* gq, const T* gk, const T* gv, const T* qkv, const float* wq, const float* wk,
+DIFFUSE_CPU_SPAN void backward_batches(const T* gq, const T* gk, const T* gv, const T* qkv, const float* wq, const float* wk,
                                          const float* rstd, T* dqkv, float* dw, std::int64_t heads, std::int64_t hd,
                                          std::int64_t per_batch, std::int64_t b0, std::int64_t b1) {
   const std::int64_t d = heads * hd;
@@ -130,13 +130,15 @@ inline QKV forward(const torch::Tensor& qkv, const torch::Tensor& wq, const torc
   rstd = torch::empty({b * l, 2, heads}, torch::kFloat32);
   const auto grain = std::max<std::int64_t>(1, 8192 / d);
   at::parallel_for(0, b * l, grain, [&](std::int64_t r0, std::int64_t r1) {
+    auto rows = [&](auto* in, auto* q, auto* k, auto* v) {
+      DIFFUSE_CPU_DISPATCH(forward_rows(in, q, k, v, wq.data_ptr<float>(), wk.data_ptr<float>(), rstd.data_ptr<float>(),
+                                        heads, hd, static_cast<float>(eps), r0, r1));
+    };
     if (qkv.scalar_type() == torch::kFloat32)
-      forward_rows(qkv.data_ptr<float>(), o.q.data_ptr<float>(), o.k.data_ptr<float>(), o.v.data_ptr<float>(),
-                   wq.data_ptr<float>(), wk.data_ptr<float>(), rstd.data_ptr<float>(), heads, hd, static_cast<float>(eps), r0, r1);
+      rows(qkv.data_ptr<float>(), o.q.data_ptr<float>(), o.k.data_ptr<float>(), o.v.data_ptr<float>());
     else
-      forward_rows(qkv.data_ptr<c10::BFloat16>(), o.q.data_ptr<c10::BFloat16>(), o.k.data_ptr<c10::BFloat16>(),
-                   o.v.data_ptr<c10::BFloat16>(), wq.data_ptr<float>(), wk.data_ptr<float>(), rstd.data_ptr<float>(), heads, hd,
-                   static_cast<float>(eps), r0, r1);
+      rows(qkv.data_ptr<c10::BFloat16>(), o.q.data_ptr<c10::BFloat16>(), o.k.data_ptr<c10::BFloat16>(),
+           o.v.data_ptr<c10::BFloat16>());
   });
   return o;
 }
@@ -166,14 +168,15 @@ struct Function : torch::autograd::Function<Function> {
     auto dqkv = torch::empty_like(qkv);
     auto dw = torch::empty({b, 2, hd}, torch::kFloat32);
     at::parallel_for(0, b, 1, [&](std::int64_t b0, std::int64_t b1) {
+      auto batches = [&](auto* gq_, auto* gk_, auto* gv_, auto* in, auto* dqkv_) {
+        DIFFUSE_CPU_DISPATCH(backward_batches(gq_, gk_, gv_, in, saved[1].data_ptr<float>(), saved[2].data_ptr<float>(),
+                                              saved[3].data_ptr<float>(), dqkv_, dw.data_ptr<float>(), heads, hd, l, b0, b1));
+      };
       if (qkv.scalar_type() == torch::kFloat32)
-        backward_batches(gq.data_ptr<float>(), gk.data_ptr<float>(), gv.data_ptr<float>(), qkv.data_ptr<float>(),
-                         saved[1].data_ptr<float>(), saved[2].data_ptr<float>(), saved[3].data_ptr<float>(), dqkv.data_ptr<float>(),
-                         dw.data_ptr<float>(), heads, hd, l, b0, b1);
+        batches(gq.data_ptr<float>(), gk.data_ptr<float>(), gv.data_ptr<float>(), qkv.data_ptr<float>(), dqkv.data_ptr<float>());
       else
-        backward_batches(gq.data_ptr<c10::BFloat16>(), gk.data_ptr<c10::BFloat16>(), gv.data_ptr<c10::BFloat16>(),
-                         qkv.data_ptr<c10::BFloat16>(), saved[1].data_ptr<float>(), saved[2].data_ptr<float>(),
-                         saved[3].data_ptr<float>(), dqkv.data_ptr<c10::BFloat16>(), dw.data_ptr<float>(), heads, hd, l, b0, b1);
+        batches(gq.data_ptr<c10::BFloat16>(), gk.data_ptr<c10::BFloat16>(), gv.data_ptr<c10::BFloat16>(),
+                qkv.data_ptr<c10::BFloat16>(), dqkv.data_ptr<c10::BFloat16>());
     });
     const auto w_dtype = static_cast<torch::ScalarType>(ctx->saved_data["w_dtype"].toInt());
     const auto dws = dw.sum(0).to(w_dtype);  // (2, hd)

@@ -100,7 +100,7 @@ DIFFUSE_LANES_INLINE void softmax_rows(float* s, std::int64_t ld, std::int64_t l
 // One block of n <= 8 query rows of one head: out rows = softmax(scale q k^T) v. s is scratch of
 // block_rows x (panels * 32) floats.
 template <class T>
-DIFFUSE_CPU_CLONES void block(const T* q, std::int64_t q_stride, int n, const float* kt, const float* vp,
+DIFFUSE_CPU_SPAN void block(const T* q, std::int64_t q_stride, int n, const float* kt, const float* vp,
                               std::int64_t lk, std::int64_t panels, float scale, float* s, T* out,
                               std::int64_t out_stride) {
   const std::int64_t ld = panels * panel;
@@ -401,7 +401,7 @@ void run(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
   });
   const std::int64_t blocks = (lq + block_rows - 1) / block_rows;
 #if DIFFUSE_ROW_BLOCK_AVX512
-  const bool avx512 = cpu_has_avx512f();
+  const bool avx512 = use_avx512f();
 #endif
   at::parallel_for(0, b * heads * blocks, 1, [&](std::int64_t first, std::int64_t last) {
     std::vector<float> s(static_cast<std::size_t>(block_rows * panels * panel));
@@ -417,8 +417,8 @@ void run(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
         continue;
       }
 #endif
-      block(qd + row0, q_stride, n, kt.data() + bh * panels * head_dim * panel, vp.data() + bh * lk * head_dim, lk,
-            panels, scale, s.data(), od + row0, q_stride);
+      DIFFUSE_CPU_DISPATCH(block(qd + row0, q_stride, n, kt.data() + bh * panels * head_dim * panel,
+                                 vp.data() + bh * lk * head_dim, lk, panels, scale, s.data(), od + row0, q_stride));
     }
   });
 }
@@ -439,7 +439,7 @@ inline torch::Tensor row_block_attention(const torch::Tensor& q_in, const torch:
   if (q.size(1) == 0) return out;
   if (q.scalar_type() == torch::kFloat32) row_block_detail::run<float>(q, k, v, out, heads);
 #if DIFFUSE_ROW_BLOCK_AVX512
-  else if (cpu_has_avx512_bf16()) row_block_detail::run_dot_bf16(q, k, v, out, heads);
+  else if (use_avx512_bf16()) row_block_detail::run_dot_bf16(q, k, v, out, heads);
 #endif
   else row_block_detail::run<c10::BFloat16>(q, k, v, out, heads);
   return out;

@@ -56,7 +56,7 @@ DIFFUSE_LANES_INLINE void step_lanes(vf& p, vf& g, vf& m, vf& v, vf& e, const Co
 
 // Elements [b, e) of the buffers; the tail goes through the same lanes (a 16-element staging
 // copy), so every element gets the same arithmetic whatever the split between threads.
-DIFFUSE_CPU_CLONES inline void step_span(float* p, float* g, float* m, float* v, float* ema, const Coefficients& c,
+DIFFUSE_CPU_SPAN void step_span(float* p, float* g, float* m, float* v, float* ema, const Coefficients& c,
                                          std::int64_t b, std::int64_t e) {
   vf vp, vg, vm, vv, ve{};
   const bool has_ema = ema != nullptr;
@@ -173,7 +173,7 @@ class FlatAdamW {
       float *p = flat_.data_ptr<float>(), *gr = grad_.data_ptr<float>(), *m = exp_avg_.data_ptr<float>(),
             *v = exp_avg_sq_.data_ptr<float>(), *e = ema ? ema->data_ptr<float>() : nullptr;
       at::parallel_for(0, flat_.numel(), 16384, [&](std::int64_t b, std::int64_t end) {
-        adamw_detail::step_span(p, gr, m, v, e, c, b, end);
+        DIFFUSE_CPU_DISPATCH(adamw_detail::step_span(p, gr, m, v, e, c, b, end));
       });
       zeroed_at_version_ = grad_._version();  // the kernel wrote through raw pointers: no version bump
       return;
