@@ -51,12 +51,24 @@ struct TrainOptions {
 
 void run_train(const TrainOptions& o) {
   configure_threads();
-  auto c = o.config.empty() ? training::TrainConfig::shapes_default()
-                            : load_config<training::TrainConfig>(o.config, training::TrainConfig::shapes_default());
+  training::TrainConfig c;
+  if (o.resume) {
+    // The run's own config.json (its precision, workers and budget as decided at its start); only
+    // the budget may be changed.
+    if (!o.config.empty() || o.seed_set || !o.autoencoder.empty())
+      throw InputError("--resume continues the run in " + o.out + " with its saved config.json; --config, --seed and "
+                       "--autoencoder cannot change it (--steps / --minutes can)");
+    const auto saved = fs::path(o.out) / "config.json";
+    if (!fs::is_regular_file(saved)) throw InputError(saved.string() + ": missing (is this a `diffuse train --out` folder?)");
+    c = load_config<training::TrainConfig>(saved, training::TrainConfig::shapes_default());
+  } else {
+    c = o.config.empty() ? training::TrainConfig::shapes_default()
+                         : load_config<training::TrainConfig>(o.config, training::TrainConfig::shapes_default());
+    if (o.seed_set) c.seed = o.seed;
+    if (!o.autoencoder.empty()) c.autoencoder_weights = o.autoencoder;
+  }
   if (o.steps > 0) c.steps = o.steps, c.minutes = 0;
   if (o.minutes > 0) c.minutes = o.minutes;
-  if (o.seed_set) c.seed = o.seed;
-  if (!o.autoencoder.empty()) c.autoencoder_weights = o.autoencoder;
   const std::string recipe = o.resume ? recipe_of(o.out) : o.recipe;
   with_recipe(recipe, [&]<class P>() {
     training::TrainCallbacks cb;
@@ -192,7 +204,8 @@ void add_train(CLI::App& app) {
   cmd->add_option("--out", t->out, "model folder (checkpoints, metrics.jsonl, loss.png, samples.png)")->capture_default_str();
   cmd->add_option("--steps", t->steps, "train this many steps (overrides the config)");
   cmd->add_option("--minutes", t->minutes, "train for this many minutes of wall time (overrides --steps)");
-  cmd->add_flag("--resume", t->resume, "continue the run in --out from its last checkpoint");
+  cmd->add_flag("--resume", t->resume,
+                "continue the run in --out from its last checkpoint, with its saved config and budget (unless --steps / --minutes)");
   cmd->add_option("--recipe", t->recipe, "pipeline: sd3-pixels (default) or sd3 (needs --autoencoder)")->capture_default_str();
   cmd->add_option("--autoencoder", t->autoencoder, "KL autoencoder weights for --recipe sd3 (`diffuse vae train`)");
   cmd->add_option("--seed", t->seed, "seed (overrides the config)")->each([t](const std::string&) { t->seed_set = true; });

@@ -39,7 +39,7 @@ struct AutoencoderTrainConfig {
                            (int, warmup_steps),        // the rate rises linearly from 0 over these steps
                            (double, grad_clip),        // clip the gradient's global norm to this (0: off)
                            (std::string, precision),  // f32 | bf16 (autocast; weights, norms, loss and metrics stay
-                                                      // f32) | auto (bf16 where measured faster: precision_choice.hpp)
+                                                      // f32) | auto (bf16 where the CPU runs it faster: precision_choice.hpp)
                            (int, workers),  // threads splitting each batch, one core each; 0: one per usable core
                            (std::string, posterior));  // what the decoder trains on: "sample" (the VAE recipe) or
                                                        // "mean" (a deterministic autoencoder; an ablation)
@@ -184,8 +184,8 @@ inline AutoencoderTrainResult train_autoencoder(autoencoder::KLAutoencoder& vae,
   auto gen = at::detail::createCPUGenerator(c.seed);
   const auto start = std::chrono::steady_clock::now();
   AutoencoderTrainResult r;
-  // "auto": on the AMX machines bf16 ran the step 1.25-1.43x faster, without AMX 0.74x
-  // (benchmarks/vae_train_step.cpp).
+  // "auto": from the CPU's features (precision_choice.hpp); on the AMX machines bf16 ran the step
+  // 1.25-1.43x faster, on the Intel one without AMX 0.74x (benchmarks/vae_train_step.cpp).
   r.precision = c.precision != "auto" ? c.precision : choose_precision().precision;
   const bool bf16 = r.precision == "bf16";
   for (int step = 0; c.minutes > 0 || step < c.steps; ++step) {

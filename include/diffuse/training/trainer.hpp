@@ -9,7 +9,9 @@
 //
 // Reproducibility: everything random in step s (batch indices, t, noise, dropout) comes from a
 // generator seeded by (seed, s), and the checkpoint holds the weights, the EMA and the optimizer
-// state, so a resumed run repeats the uninterrupted run's steps exactly.
+// state, so a resumed run repeats the uninterrupted run's steps exactly. What a run decides from
+// the machine (precision "auto", workers 0) is decided once, at its start, and written into its
+// config.json, which a resume reads: a run is fixed by its config and seed, never by a timing.
 //
 // The model folder:
 //   config.json                  the TrainConfig
@@ -70,8 +72,10 @@ struct TrainConfig {
                            (double, drop_rate),  // per conditioning input (context, pooled), independently
                            (double, timestep_shift),  // SD3 eq. 23 applied to the sampled training t (1: none)
                            (std::string, precision),  // "f32", "bf16" (mixed: bf16 products, f32 weights) or
-                                                      // "auto" (bf16 where its products are measured faster)
-                           (int, workers),  // threads splitting each batch (one core each); 0: one per usable core
+                                                      // "auto" (from the CPU's features: precision_choice.hpp);
+                                                      // a run's config.json records what auto chose
+                           (int, workers),  // threads splitting each batch (one core each); 0: one per usable
+                                            // core; a run's config.json records the number used
                            (int, steps), (double, minutes),  // budget: minutes > 0 wins
                            (std::uint64_t, seed), (int, log_every), (int, validate_every), (int, checkpoint_every),
                            (double, checkpoint_minutes), (std::vector<double>, snapshot_minutes),
@@ -102,7 +106,7 @@ struct TrainConfig {
     c.category_weights = {};  // every cached example equally likely: the dataset's equal shares
     c.drop_rate = 0.316;  // sqrt(0.1): both inputs dropped for ~10% of examples, as SD3's 46.4%^3
     c.timestep_shift = 1.0;
-    c.precision = "auto";  // bf16 steps 1.7x faster on AMX machines, 1.23x slower without (precision_choice.hpp)
+    c.precision = "auto";  // bf16 where the CPU's bf16 products are faster (precision_choice.hpp)
     c.workers = 0;  // 2 on the 2-core CI machine: a step 1.55x faster than the batch on one thread (docs/training.md)
     c.steps = 2000;
     c.minutes = 0;
@@ -242,7 +246,8 @@ class Trainer {
   using Autoencoder = typename P::autoencoder_type;
 
   // Starts a new run in `dir` (which must not hold one) or, with `resume`, continues the run
-  // there; `budget` overrides the saved config's steps / minutes when resuming.
+  // there with its saved config.json; `config`'s steps / minutes are then the new budget (pass the
+  // saved ones to finish the run as planned).
   Trainer(std::filesystem::path dir, TrainConfig config, bool resume, TrainCallbacks cb = {})
       : dir_(std::move(dir)), c_(std::move(config)), cb_(std::move(cb)), ae_(c_.autoencoder_weights) {
     namespace fs = std::filesystem;
@@ -271,6 +276,16 @@ class Trainer {
     c_.model.in_channels = ae_.latent_channels();
     c_.model.adm_in = cond_->pooled_width();
     c_.model.context_in = cond_->width();
+    // Machine-dependent settings, resolved once and recorded with the run (a resume reads them).
+    if (c_.precision == "auto") {
+      const auto choice = choose_precision();
+      c_.precision = choice.precision;
+      log("precision auto -> " + choice.precision + " (" + choice.reason + "; recorded in config.json)");
+    } else {
+      log("precision " + c_.precision + (resume ? " (the run's config.json)" : ""));
+    }
+    if (c_.workers == 0) c_.workers = std::min(usable_hardware_threads(), c_.batch);
+    bf16_ = c_.precision == "bf16";
     if (!resume) trainer_detail::write_text(dir_ / "config.json", config_to_string(c_) + "\n");
 
     ShapesDataSpec spec{c_.image_size, c_.data_seed, 0, c_.examples};
@@ -306,16 +321,6 @@ class Trainer {
     if (resume) restore();
     start_workers();
     const std::int64_t image_tokens = val_x0_.size(2) / c_.model.patch * (val_x0_.size(3) / c_.model.patch);
-    if (c_.precision == "auto") {
-      const auto choice = choose_precision();
-      bf16_ = choice.precision == "bf16";
-      char line[160];
-      std::snprintf(line, sizeof line, "precision auto -> %s (bf16 products at %.2fx the f32 rate here; bf16 needs %.1fx)",
-                    choice.precision.c_str(), choice.bf16_speedup, bf16_speedup_needed);
-      log(line);
-    } else {
-      bf16_ = c_.precision == "bf16";
-    }
     std::int64_t n = 0;
     for (const auto& p : model_->parameters()) n += p.numel();
     log("backbone: " + std::to_string(n) + " parameters, depth " + std::to_string(c_.model.depth) + ", hidden " +
@@ -625,7 +630,7 @@ class Trainer {
   // example). Worker 0 runs the model itself; each other worker a replica whose parameters are
   // views of the model's (so the optimizer's update reaches all) with gradients of its own.
   void start_workers() {
-    const int n = std::min(c_.workers > 0 ? c_.workers : usable_hardware_threads(), c_.batch);
+    const int n = std::min(c_.workers, c_.batch);  // resolved in the constructor
     if (n <= 1) return;
     for (int k = 1; k < n; ++k) {
       auto r = P::backbone_type::create(c_.model);
@@ -653,7 +658,7 @@ class Trainer {
 
   std::filesystem::path dir_;
   TrainConfig c_;
-  bool bf16_ = false;  // products in bf16 autocast: precision "bf16", or "auto" resolved by measurement
+  bool bf16_ = false;  // products in bf16 autocast: precision "bf16" (or "auto" resolved to it)
   TrainCallbacks cb_;
   Autoencoder ae_;
   std::optional<Conditioning> cond_;
