@@ -2,7 +2,7 @@
 // What the x86-64 CPU this runs on can execute, and which of it the library's own kernels may use,
 // for the kernels that pick an instruction set at run time (nn/cpu_linear.hpp,
 // nn/row_block_attention.hpp, nn/cpu_lanes.hpp's spans, nn/linear_weight_layout.hpp) and for
-// core/runtime_tuning.hpp. Torch-free. __builtin_cpu_supports reads a table the runtime fills once
+// core/runtime_tuning.hpp (torch-free). __builtin_cpu_supports reads a table the runtime fills once
 // at load time, so asking on every call costs a load and a test. False on other architectures and
 // compilers.
 //
