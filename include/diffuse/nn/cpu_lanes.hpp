@@ -23,7 +23,7 @@ using vi = std::int32_t __attribute__((vector_size(64)));
 using vu = std::uint32_t __attribute__((vector_size(64)));
 using vh = std::uint16_t __attribute__((vector_size(32)));
 constexpr int lanes = 16;
-// Helpers are forced inline so that each multi-versioned span below compiles them for its target.
+// Helpers are forced inline so that each span compiles them for the level it is dispatched to.
 #define DIFFUSE_LANES_INLINE [[gnu::always_inline]] inline
 
 // x clamped to [-neg, pos], on the bits: a float compare would keep GCC from vectorising under
