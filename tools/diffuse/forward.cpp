@@ -14,6 +14,7 @@
 #include "diffuse/autoencoder/latent_format.hpp"
 #include "diffuse/encoders/clip_text_model.hpp"
 #include "diffuse/encoders/t5_encoder.hpp"
+#include "diffuse/io/lora_file.hpp"
 #include "diffuse/io/mmdit_checkpoint.hpp"
 
 namespace diffuse::cli {
@@ -22,6 +23,7 @@ namespace {
 struct ForwardOptions {
   std::string weights, config, inputs, out, dtype = "f32", component, weight_layout = "auto";
   std::vector<int> skip_layers;
+  std::vector<std::string> loras;  // FILE[:STRENGTH], merged into the MM-DiT in order
   int threads = 0;
 };
 
@@ -145,6 +147,7 @@ void run_forward(const ForwardOptions& o) {
   io::SafetensorsFile weights(o.weights);
   const auto component = pick_component(o, io::detect_components(weights.tensors()));
   const auto kind = component.kind;
+  if (kind != io::ComponentKind::MMDiT && !o.loras.empty()) throw InputError("--lora applies to the MM-DiT only");
   if (kind == io::ComponentKind::Autoencoder) return run_autoencoder(o);
   if (kind == io::ComponentKind::CLIPText || kind == io::ComponentKind::T5Encoder)
     return run_text_encoder(o, weights, component, dtype);
@@ -153,6 +156,13 @@ void run_forward(const ForwardOptions& o) {
   lo.weight_layout = layout;
   if (!o.config.empty()) lo.config = load_config<backbone::MMDiTConfig>(o.config);
   auto model = io::load_mmdit(o.weights, lo);
+  for (const auto& arg : o.loras) {
+    const auto l = parse_lora_arg(arg);
+    const auto lora = io::read_lora(l.path, model->config());
+    io::merge_lora(model, lora, l.strength);
+    std::cerr << "merged LoRA " << l.path << " (" << lora.updates.size() << " adapters, "
+              << (lora.layout == io::LoraLayout::Kohya ? "kohya" : "diffusers") << " layout) at strength " << l.strength << "\n";
+  }
   const auto in = io::load_safetensors(o.inputs);
   const auto x = need_tensor(in, "x", o.inputs);
   torch::Tensor t;
@@ -180,6 +190,8 @@ void add_forward(CLI::App& app) {
   cmd->add_option("--out", o->out, "output file (.safetensors) with the tensor 'out'")->required();
   cmd->add_option("--dtype", o->dtype, "compute dtype: f32, bf16 or f16")->capture_default_str();
   cmd->add_option("--skip-layers", o->skip_layers, "joint blocks to bypass, e.g. 7,8,9")->delimiter(',');
+  cmd->add_option("--lora", o->loras,
+                  "LoRA file (diffusers/PEFT or kohya layout) merged into the MM-DiT, FILE or FILE:STRENGTH (default 1); repeatable");
   cmd->add_option("--weight-layout", o->weight_layout, weight_layout_help)->capture_default_str();
   cmd->add_option("--threads", o->threads, "CPU threads (0: all)")->capture_default_str();
   cmd->callback([o] { run_forward(*o); });

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,7 +25,7 @@ namespace {
 struct GenerateOptions {
   std::string model, clip_l, clip_g, t5, vae, tokenizers, negative, sampler, init_img, out = "out.png";
   std::string dtype = "bf16", device = "cpu", weight_layout = "auto";
-  std::vector<std::string> prompts;
+  std::vector<std::string> prompts, loras;
   std::vector<int> skip_layers;
   int width = 0, height = 0, steps = 0, batch = 1, threads = 0, t5_length = 77;
   double cfg = -1, shift = -1, slg_scale = -1, strength = 0.8, slg_start = 0.01, slg_end = 0.2;
@@ -67,6 +68,14 @@ void run_generate(const GenerateOptions& o) {
   go.vae_tiling = o.vae_tiling;
   go.release_stages = o.low_memory;
   go.t5_length = o.t5_length;
+  std::string lora_text;  // for the PNG: file name:strength, in order
+  for (const auto& arg : o.loras) {
+    const auto l = parse_lora_arg(arg);
+    if (!std::filesystem::is_regular_file(l.path)) throw InputError("--lora " + l.path + ": no such file");
+    go.loras.push_back({l.path, l.strength});
+    lora_text += (lora_text.empty() ? "" : ", ") + std::filesystem::path(l.path).filename().string() + ":" + std::to_string(l.strength);
+    std::cerr << "LoRA " << l.path << " at strength " << l.strength << "\n";
+  }
   pipeline::SD3ModelFiles given;
   given.clip_l = o.clip_l;
   given.clip_g = o.clip_g;
@@ -122,7 +131,9 @@ void run_generate(const GenerateOptions& o) {
     const auto text = pipeline::parameters_text(r.prompts[i], r.negative, s, r.seed + i, model_name,
                                                 std::string("diffuse ") + DIFFUSE_VERSION_STRING);
     const auto path = numbered(o.out, i, r.prompts.size());
-    io::write_png(path, pipeline::to_rgb(images[static_cast<std::int64_t>(i)]), {{"parameters", text}});
+    std::map<std::string, std::string> chunks{{"parameters", text}};
+    if (!lora_text.empty()) chunks["loras"] = lora_text;
+    io::write_png(path, pipeline::to_rgb(images[static_cast<std::int64_t>(i)]), chunks);
     std::cerr << "wrote " << path << "\n";
   }
   std::cerr << "generated in " << std::chrono::duration<double>(t2 - t1).count() << " s ("
@@ -155,6 +166,8 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--dtype", o->dtype, "MM-DiT and VAE dtype: bf16, f16 or f32")->capture_default_str();
   cmd->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
   cmd->add_option("--weight-layout", o->weight_layout, weight_layout_help)->capture_default_str();
+  cmd->add_option("--lora", o->loras,
+                  "LoRA file (diffusers/PEFT or kohya layout) merged into the MM-DiT, FILE or FILE:STRENGTH (default 1); repeatable");
   cmd->add_flag("--vae-tiling", o->vae_tiling, "decode (and encode) the VAE in overlapping tiles");
   cmd->add_flag("--low-memory", o->low_memory, "release each stage's weights after use (peak ~ the largest stage)");
   cmd->add_option("--clip-l", o->clip_l, "CLIP-L weights (when not in the model file)");

@@ -1,5 +1,7 @@
 #pragma once
 // Named input tensors of the `diffuse` subcommands (files laid out like the reference test vectors).
+#include <cmath>
+#include <cstdlib>
 #include <optional>
 #include <string>
 
@@ -25,6 +27,27 @@ inline std::optional<nn::WeightLayout> parse_weight_layout(const std::string& s)
   if (s == "row") return nn::WeightLayout::RowMajor;
   if (s == "column") return nn::WeightLayout::ColumnMajor;
   throw InputError("--weight-layout must be auto, row or column, got '" + s + "'");
+}
+
+// --lora FILE[:STRENGTH]: a LoRA file and its strength (default 1). The strength is what follows
+// the last ':' when that is a number, so paths with ':' still work.
+struct LoraArg {
+  std::string path;
+  double strength = 1.0;
+};
+inline LoraArg parse_lora_arg(const std::string& s) {
+  LoraArg a{s, 1.0};
+  if (const auto colon = s.rfind(':'); colon != std::string::npos && colon + 1 < s.size()) {
+    const auto tail = s.substr(colon + 1);
+    char* end = nullptr;
+    const double v = std::strtod(tail.c_str(), &end);
+    if (end && *end == '\0') {
+      if (!std::isfinite(v)) throw InputError("--lora " + s + ": the strength must be a finite number");
+      a = {s.substr(0, colon), v};
+    }
+  }
+  if (a.path.empty()) throw InputError("--lora: give FILE or FILE:STRENGTH");
+  return a;
 }
 
 inline constexpr const char* weight_layout_help =

@@ -29,6 +29,7 @@
 #include "diffuse/autoencoder/latent_format.hpp"
 #include "diffuse/autoencoder/tiling.hpp"
 #include "diffuse/encoders/sd3_text_conditioning.hpp"
+#include "diffuse/io/lora_file.hpp"
 #include "diffuse/io/mmdit_checkpoint.hpp"
 #include "diffuse/io/model_family.hpp"
 #include "diffuse/io/module_weights.hpp"
@@ -171,6 +172,13 @@ struct SD3GeneratorOptions {
   // MM-DiT Linear weights in memory (io::MMDiTLoadOptions::weight_layout): column-major copies make
   // a float32 CPU step faster; empty: column-major for float32 on an AVX-512 CPU, else as stored.
   std::optional<nn::WeightLayout> weight_layout;
+  // LoRA files (diffusers/PEFT or kohya layout, io/lora_file.hpp) merged into the MM-DiT when it is
+  // loaded, in order, each at its strength.
+  struct Lora {
+    std::string path;
+    double strength = 1.0;
+  };
+  std::vector<Lora> loras;
 };
 
 struct GenerateRequest {
@@ -350,6 +358,7 @@ class SD3Generator {
       lo.device = o_.device;
       lo.weight_layout = o_.weight_layout;
       mmdit_.emplace(io::load_mmdit(files_.mmdit, lo));
+      for (const auto& l : o_.loras) io::merge_lora(*mmdit_, io::read_lora(l.path, (*mmdit_)->config()), l.strength);
       (*mmdit_)->to(o_.device);
       (*mmdit_)->eval();
     }
