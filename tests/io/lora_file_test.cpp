@@ -132,6 +132,63 @@ TEST_CASE("a kohya-layout LoRA updates the reference modules by their flattened 
   CHECK(max_diff(after.at("final_layer.adaLN_modulation.1.weight"), expect2) < 1e-5);
 }
 
+// The model's weights after merging `lora` at `strength` into a fresh copy of random_model(c).
+std::map<std::string, torch::Tensor> merged(const backbone::MMDiTConfig& c, const io::LoraFile& lora, double strength) {
+  auto m = random_model(c);
+  io::merge_lora(m, lora, strength);
+  return weights_of(m);
+}
+
+TEST_CASE("LoRA files are written in either layout and read back to the same merged weights", "[lora]") {
+  const auto c = tiny();
+  const std::int64_t d = c.hidden_size();
+  TempDir dir;
+  torch::manual_seed(12);
+  // diffusers pieces: q and v of one fused qkv (v with alpha 6), the swapped norm_out, an MLP.
+  io::save_safetensors(dir / "d.safetensors", {{"transformer_blocks.0.attn.to_q.lora_A.weight", torch::randn({2, d})},
+                                               {"transformer_blocks.0.attn.to_q.lora_B.weight", torch::randn({d, 2})},
+                                               {"transformer_blocks.0.attn.to_v.lora_A.weight", torch::randn({3, d})},
+                                               {"transformer_blocks.0.attn.to_v.lora_B.weight", torch::randn({d, 3})},
+                                               {"transformer_blocks.0.attn.to_v.alpha", torch::tensor(6.0)},
+                                               {"norm_out.linear.lora_A.weight", torch::randn({2, d})},
+                                               {"norm_out.linear.lora_B.weight", torch::randn({2 * d, 2})},
+                                               {"transformer_blocks.1.ff.net.2.lora_A.weight", torch::randn({2, c.mlp_hidden()})},
+                                               {"transformer_blocks.1.ff.net.2.lora_B.weight", torch::randn({d, 2})}});
+  const auto original = io::read_lora((dir / "d.safetensors").string(), c);
+  const auto want = merged(c, original, 0.9);
+  auto same = [&](const io::LoraFile& l) {
+    const auto got = merged(c, l, 0.9);
+    double worst = 0;
+    for (const auto& [name, w] : want) worst = std::max(worst, max_diff(got.at(name), w));
+    return worst;
+  };
+  // diffusers -> kohya: q and v become one pair of rank 5 on the fused qkv.
+  io::save_lora(dir / "k.safetensors", original, io::LoraLayout::Kohya, c);
+  const auto kohya = io::read_lora((dir / "k.safetensors").string(), c);
+  CHECK(kohya.layout == io::LoraLayout::Kohya);
+  CHECK(kohya.updates.size() == 3);
+  const auto qkv = io::load_safetensors((dir / "k.safetensors").string());
+  CHECK(qkv["lora_unet_joint_blocks_0_x_block_attn_qkv.lora_down.weight"].sizes() == torch::IntArrayRef({5, d}));
+  CHECK(qkv["lora_unet_joint_blocks_0_x_block_attn_qkv.lora_up.weight"].sizes() == torch::IntArrayRef({3 * d, 5}));
+  CHECK(same(kohya) < 1e-5);
+  // kohya -> diffusers: the fused pair becomes to_q, to_k and to_v (k's rows all zero).
+  io::save_lora(dir / "d2.safetensors", kohya, io::LoraLayout::Diffusers, c);
+  io::SafetensorsFile d2((dir / "d2.safetensors").string());
+  CHECK(d2.contains("transformer.transformer_blocks.0.attn.to_k.lora_B.weight"));
+  CHECK(d2.metadata().at("format") == "pt");
+  const auto back = io::read_lora((dir / "d2.safetensors").string(), c);
+  CHECK(same(back) < 1e-5);
+  // diffusers -> diffusers keeps each pair as it was: values, rank and alpha.
+  io::save_lora(dir / "d3.safetensors", original, io::LoraLayout::Diffusers, c);
+  const auto again = io::load_safetensors((dir / "d3.safetensors").string());
+  const auto first = io::load_safetensors((dir / "d.safetensors").string());
+  CHECK(torch::equal(again["transformer.transformer_blocks.0.attn.to_v.lora_B.weight"], first["transformer_blocks.0.attn.to_v.lora_B.weight"]));
+  CHECK(torch::equal(again["transformer.norm_out.linear.lora_B.weight"], first["norm_out.linear.lora_B.weight"]));
+  CHECK(again["transformer.transformer_blocks.0.attn.to_v.alpha"].item<double>() == 6.0);
+  CHECK_FALSE(again.contains("transformer.transformer_blocks.0.attn.to_q.alpha"));  // alpha = rank: PEFT's default
+  CHECK(same(io::read_lora((dir / "d3.safetensors").string(), c)) == 0);
+}
+
 TEST_CASE("a LoRA that does not fit the model is refused with every key named", "[lora]") {
   const auto c = tiny();
   const std::int64_t d = c.hidden_size();

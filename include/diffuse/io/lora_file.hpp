@@ -12,9 +12,12 @@
 //    `.lora_up.weight` and `.alpha`: the reference's module names with '_' for '.'.
 // Every tensor of the file must land: a key that matches no Linear layer of the model, a lone half
 // of a pair or a shape that does not fit is an error naming the key (all of them at once).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <map>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -161,6 +164,90 @@ inline LoraFile read_lora(const std::string& path, const backbone::MMDiTConfig& 
   throw_if_problems(path, "LoRA does not fit the MM-DiT", problems);
   out.layout = kohya ? LoraLayout::Kohya : LoraLayout::Diffusers;
   return out;
+}
+
+// Writes `lora` for an MM-DiT of config `c` in `layout`, converting where the layouts differ: a
+// weight updated in pieces (diffusers' q, k and v of a fused qkv) becomes one kohya pair of their
+// summed rank (downs stacked, ups placed block by block, each piece's alpha / r folded into its up,
+// alpha = rank), a fused-qkv pair becomes three diffusers pairs (its up split by rows, the same
+// down and alpha), and (scale, shift) halves are swapped to the layout's order. A pair that maps
+// one to one keeps its rank, alpha and values. diffusers files carry `format: pt` and an `.alpha`
+// per module where alpha differs from the rank.
+inline void save_lora(const std::filesystem::path& path, const LoraFile& lora, LoraLayout layout,
+                      const backbone::MMDiTConfig& c) {
+  const auto [by_diffusers, by_kohya] = lora_detail::targets(c);
+  // Each update's up in the reference's row order (the file's (scale, shift) halves swapped back).
+  auto reference_up = [](const LoraUpdate& u) {
+    if (!u.swap_halves) return u.up;
+    const auto h = u.up.chunk(2, 0);
+    return torch::cat({h[1], h[0]}, 0);
+  };
+  struct Slot {  // one module of the output layout: the weight rows it covers
+    std::string module;
+    lora_detail::Target target;
+  };
+  std::vector<Slot> slots;
+  std::set<std::string> weights;
+  for (const auto& [module, target] : layout == LoraLayout::Kohya ? by_kohya : by_diffusers) {
+    slots.push_back({module, target});
+    weights.insert(target.weight);
+  }
+  for (const auto& u : lora.updates)  // it is, where the LoRA was read for this config
+    if (!weights.count(u.weight)) throw InputError(u.source + ": " + u.weight + " is not a Linear weight of this MM-DiT");
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& slot : slots) {
+    const auto& t = slot.target;
+    struct Piece {
+      const LoraUpdate* u;
+      std::int64_t lo, hi;  // rows of the weight, within the slot
+    };
+    std::vector<Piece> pieces;
+    for (const auto& u : lora.updates) {
+      if (u.weight != t.weight) continue;
+      const auto lo = std::max(u.row0, t.row0), hi = std::min(u.row0 + u.rows, t.row0 + t.rows);
+      if (lo < hi) pieces.push_back({&u, lo, hi});
+    }
+    if (pieces.empty()) continue;
+    // This layout's row order for the slot: diffusers' (scale, shift) where the slot swaps halves.
+    auto to_layout_order = [&](torch::Tensor up) {
+      if (!t.swap_halves) return up;
+      const auto h = up.chunk(2, 0);
+      return torch::cat({h[1], h[0]}, 0);
+    };
+    torch::Tensor down, up;
+    double alpha = 0;
+    const auto& first = *pieces[0].u;
+    if (pieces.size() == 1 && first.row0 == t.row0 && first.rows == t.rows) {
+      down = first.down, up = to_layout_order(reference_up(first)), alpha = first.alpha;
+    } else {
+      std::int64_t rank = 0;
+      for (const auto& p : pieces) rank += p.u->down.size(0);
+      down = torch::zeros({rank, t.in}, torch::kFloat32);
+      auto up_ref = torch::zeros({t.rows, rank}, torch::kFloat32);
+      std::int64_t col = 0;
+      for (const auto& p : pieces) {
+        const auto r = p.u->down.size(0);
+        down.narrow(0, col, r).copy_(p.u->down);
+        up_ref.narrow(0, p.lo - t.row0, p.hi - p.lo)
+            .narrow(1, col, r)
+            .copy_(reference_up(*p.u).narrow(0, p.lo - p.u->row0, p.hi - p.lo) * p.u->scale());
+        col += r;
+      }
+      up = to_layout_order(up_ref), alpha = static_cast<double>(rank);
+    }
+    if (layout == LoraLayout::Kohya) {
+      out.emplace_back(slot.module + ".lora_down.weight", down);
+      out.emplace_back(slot.module + ".lora_up.weight", up);
+      out.emplace_back(slot.module + ".alpha", torch::tensor(static_cast<float>(alpha)));
+    } else {
+      const auto m = "transformer." + slot.module;
+      out.emplace_back(m + ".lora_A.weight", down);
+      out.emplace_back(m + ".lora_B.weight", up);
+      if (alpha != static_cast<double>(down.size(0))) out.emplace_back(m + ".alpha", torch::tensor(static_cast<float>(alpha)));
+    }
+  }
+  save_safetensors(path, out, layout == LoraLayout::Kohya ? std::map<std::string, std::string>{{"ss_network_module", "networks.lora"}}
+                                                           : std::map<std::string, std::string>{{"format", "pt"}});
 }
 
 // Adds strength * each update to the model's weights (in float64, stored in the weight's dtype),
