@@ -186,6 +186,25 @@ TEST_CASE("conditioning dropout drops context and pooled independently at the gi
   CHECK(both == Approx(0.464 * 0.464).margin(0.005));  // independent
 }
 
+TEST_CASE("training lowers the shapes model's loss: validation loss and the logged training loss fall", "[pipeline][training]") {
+  TempDir d;
+  auto c = tiny_config();
+  c.steps = 150;
+  c.lr = 2e-3;
+  c.warmup_steps = 10;
+  training::Trainer<pipeline::SD3PixelRecipe> t(d / "run", c, false);
+  const auto [before, before_ema] = t.validation_loss();
+  const auto r = t.run();
+  const auto l = losses(d / "run" / "metrics.jsonl");
+  REQUIRE(l.size() == 150);
+  double first = 0, last = 0;
+  for (int i = 0; i < 20; ++i) first += l[static_cast<std::size_t>(i)] / 20, last += l[l.size() - 1 - static_cast<std::size_t>(i)] / 20;
+  INFO("validation loss " << before << " -> " << r.val_loss << "; training loss (mean of 20 steps) " << first << " -> " << last);
+  CHECK(r.val_loss < 0.75 * before);  // 0.58x here
+  CHECK(last < 0.8 * first);  // 0.69x here
+  CHECK(before_ema == Approx(before));  // the EMA starts as a copy of the model
+}
+
 TEST_CASE("a resumed run repeats the uninterrupted run's losses exactly", "[pipeline][training]") {
   TempDir d;
   auto c = tiny_config();
