@@ -11,6 +11,7 @@
 
 #include "diffuse/io/lora_file.hpp"
 #include "diffuse/io/mmdit_checkpoint.hpp"
+#include "diffuse/nn/lora.hpp"
 #include "test_util.hpp"
 
 namespace t_lora_file {
@@ -187,6 +188,68 @@ TEST_CASE("LoRA files are written in either layout and read back to the same mer
   CHECK(again["transformer.transformer_blocks.0.attn.to_v.alpha"].item<double>() == 6.0);
   CHECK_FALSE(again.contains("transformer.transformer_blocks.0.attn.to_q.alpha"));  // alpha = rank: PEFT's default
   CHECK(same(io::read_lora((dir / "d3.safetensors").string(), c)) == 0);
+}
+
+TEST_CASE("LoRA adapters: step 0 is the base model exactly; only the adapters train; merged equals unmerged", "[lora]") {
+  const auto c = tiny();
+  auto model = random_model(c);
+  const auto base = weights_of(model);
+  torch::manual_seed(4);
+  const auto x = torch::randn({2, c.in_channels, 8, 6}), y = torch::randn({2, c.adm_in}), ctx = torch::randn({2, 5, c.context_in});
+  const auto t = torch::tensor({900.0f, 57.0f});
+  torch::Tensor ref;
+  {
+    torch::NoGradGuard g;
+    ref = model->forward(x, t, y, ctx);
+  }
+  const auto adapters = nn::add_lora_adapters(*model, {"attention"}, 4, 8.0);
+  // attn.qkv and attn.proj of both streams; the last block's context stream has no proj.
+  CHECK(adapters.size() == static_cast<std::size_t>(4 * c.depth - 1));
+  for (const auto& [name, a] : adapters) CHECK((name.ends_with("attn.qkv") || name.ends_with("attn.proj")));
+  std::size_t trainable = 0;
+  for (const auto& p : model->named_parameters(true))
+    if (p.value().requires_grad()) {
+      ++trainable;
+      CHECK((p.key().ends_with(".lora.down") || p.key().ends_with(".lora.up")));
+    }
+  CHECK(trainable == 2 * adapters.size());
+  {
+    torch::NoGradGuard g;
+    CHECK(torch::equal(model->forward(x, t, y, ctx), ref));  // up starts at zero
+  }
+  // One step of gradient: only the ups move at first (d/d down = 0 while up = 0).
+  model->forward(x, t, y, ctx).square().mean().backward();
+  const auto& qkv0 = adapters[0].second;
+  CHECK(qkv0->up.grad().abs().max().item<double>() > 0);
+  CHECK(qkv0->down.grad().abs().max().item<double>() == 0);
+  CHECK_FALSE(model->named_parameters(true)["joint_blocks.0.x_block.attn.qkv.weight"].grad().defined());
+  // Non-zero adapters: the unmerged forward, the merged one and the base with the saved file
+  // merged all agree within the float32 bound; unmerging restores the base weights.
+  {
+    torch::NoGradGuard g;
+    for (auto& [name, a] : adapters) a->up.normal_(0, 0.05);
+  }
+  torch::NoGradGuard g;
+  const auto unmerged = model->forward(x, t, y, ctx);
+  const double bound = 2e-5 * std::max(1.0, unmerged.abs().max().item<double>());
+  CHECK(max_diff(unmerged, ref) > 1e-3);
+  nn::set_lora_merged(*model, true);
+  CHECK(max_diff(model->forward(x, t, y, ctx), unmerged) <= bound);
+  nn::set_lora_merged(*model, false);
+  for (const auto& [name, w] : weights_of(model))
+    if (base.count(name)) CHECK(max_diff(w, base.at(name)) <= 1e-6);
+  TempDir dir;
+  io::save_lora(dir / "trained.safetensors", io::lora_file_of(*model), io::LoraLayout::Diffusers, c);
+  auto fresh = random_model(c);
+  io::merge_lora(fresh, io::read_lora((dir / "trained.safetensors").string(), c), 1.0);
+  CHECK(max_diff(fresh->forward(x, t, y, ctx), unmerged) <= bound);
+  CHECK_THROWS_WITH(nn::add_lora_adapters(*random_model(c), {"no.such.layer"}, 4, 4.0), Contains("no Linear layer matches"));
+  CHECK_THROWS_WITH(nn::add_lora_adapters(*model, {"attention"}, 4, 4.0), Contains("has an adapter already"));
+  CHECK(nn::lora_targets("joint_blocks.0.x_block.mlp.fc1", {"all-linear"}));
+  CHECK(nn::lora_targets("joint_blocks.0.x_block.mlp.fc1", {"mlp.fc1"}));
+  CHECK_FALSE(nn::lora_targets("joint_blocks.0.x_block.mlp.fc1", {"lp.fc1"}));
+  CHECK_FALSE(nn::lora_targets("joint_blocks.0.x_block.attn2.qkv", {"attention"}));
+  CHECK_FALSE(nn::lora_targets("final_layer.linear", {"all-linear"}));
 }
 
 TEST_CASE("a LoRA that does not fit the model is refused with every key named", "[lora]") {

@@ -30,6 +30,7 @@
 #include "diffuse/core/format.hpp"
 #include "diffuse/io/safetensors.hpp"
 #include "diffuse/nn/linear_weight_layout.hpp"
+#include "diffuse/nn/lora.hpp"
 
 namespace diffuse::io {
 
@@ -248,6 +249,16 @@ inline void save_lora(const std::filesystem::path& path, const LoraFile& lora, L
   }
   save_safetensors(path, out, layout == LoraLayout::Kohya ? std::map<std::string, std::string>{{"ss_network_module", "networks.lora"}}
                                                            : std::map<std::string, std::string>{{"format", "pt"}});
+}
+
+// The adapters attached to `model` (nn/lora.hpp) as a LoraFile, for save_lora: for an MM-DiT
+// their names are the reference's module names. The adapters' strength is not part of the file.
+inline LoraFile lora_file_of(torch::nn::Module& model) {
+  LoraFile out;
+  for (const auto& [name, a] : nn::lora_adapters(model))
+    out.updates.push_back({name, name + ".weight", 0, a->up.size(0), false, a->down.detach().clone(), a->up.detach().clone(),
+                           a->alpha()});
+  return out;
 }
 
 // Adds strength * each update to the model's weights (in float64, stored in the weight's dtype),

@@ -14,6 +14,7 @@
 #include <torch/types.h>
 
 #include "diffuse/nn/cpu_linear.hpp"
+#include "diffuse/nn/lora.hpp"
 
 namespace diffuse::nn {
 
@@ -27,8 +28,11 @@ inline torch::Tensor rowwise_linear(const torch::Tensor& x, const torch::Tensor&
   return y.view(sizes);
 }
 
+// A LoRA adapter attached to m (nn/lora.hpp) and not merged adds its low-rank term.
 inline torch::Tensor rowwise_linear(torch::nn::LinearImpl& m, const torch::Tensor& x) {
-  return rowwise_linear(x, m.weight, m.bias);
+  auto y = rowwise_linear(x, m.weight, m.bias);
+  if (auto* a = lora_adapter_of(m); a && !a->merged) y = y + a->forward(x);
+  return y;
 }
 inline torch::Tensor rowwise_linear(torch::nn::Linear& m, const torch::Tensor& x) { return rowwise_linear(*m, x); }
 
