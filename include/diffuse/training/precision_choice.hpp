@@ -8,7 +8,8 @@
 // project has run on (docs/performance.md, docs/training.md):
 //  - AMX-BF16 (Xeons from Sapphire Rapids on): bf16 products 2-3x the float32 rate, the shapes
 //    model's bf16 step 1.7x faster;
-//  - AVX512-BF16 on an AMD CPU (Zen 4, Zen 5: vdpbf16ps at full width): bf16 products 1.9-2.1x;
+//  - AVX512-BF16 on an AMD CPU: bf16 products 1.9-2.1x on Zen 5 (measured); Zen 4 runs vdpbf16ps
+//    on the units of its float32 FMAs with twice the products each, so ~2x is expected (unmeasured);
 //  - AVX512-BF16 on an Intel CPU without AMX (Cooper Lake; Xeon family 6 model 207 with AMX
 //    masked): bf16 products 0.55-0.7x, the bf16 step 1.23x slower;
 //  - neither: bf16 products are emulated, f32.
