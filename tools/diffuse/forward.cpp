@@ -190,8 +190,7 @@ void add_forward(CLI::App& app) {
   cmd->add_option("--out", o->out, "output file (.safetensors) with the tensor 'out'")->required();
   cmd->add_option("--dtype", o->dtype, "compute dtype: f32, bf16 or f16")->capture_default_str();
   cmd->add_option("--skip-layers", o->skip_layers, "joint blocks to bypass, e.g. 7,8,9")->delimiter(',');
-  cmd->add_option("--lora", o->loras,
-                  "LoRA file (diffusers/PEFT or kohya layout) merged into the MM-DiT, FILE or FILE:STRENGTH (default 1); repeatable");
+  cmd->add_option("--lora", o->loras, lora_help);
   cmd->add_option("--weight-layout", o->weight_layout, weight_layout_help)->capture_default_str();
   cmd->add_option("--threads", o->threads, "CPU threads (0: all)")->capture_default_str();
   cmd->callback([o] { run_forward(*o); });

@@ -73,7 +73,8 @@ void run_generate(const GenerateOptions& o) {
     const auto l = parse_lora_arg(arg);
     if (!std::filesystem::is_regular_file(l.path)) throw InputError("--lora " + l.path + ": no such file");
     go.loras.push_back({l.path, l.strength});
-    lora_text += (lora_text.empty() ? "" : ", ") + std::filesystem::path(l.path).filename().string() + ":" + std::to_string(l.strength);
+    lora_text += (lora_text.empty() ? "" : ", ") + std::filesystem::path(l.path).filename().string() + ":" +
+                 std::to_string(l.strength);
     std::cerr << "LoRA " << l.path << " at strength " << l.strength << "\n";
   }
   pipeline::SD3ModelFiles given;
@@ -166,8 +167,7 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--dtype", o->dtype, "MM-DiT and VAE dtype: bf16, f16 or f32")->capture_default_str();
   cmd->add_option("--device", o->device, "cpu or cuda")->capture_default_str();
   cmd->add_option("--weight-layout", o->weight_layout, weight_layout_help)->capture_default_str();
-  cmd->add_option("--lora", o->loras,
-                  "LoRA file (diffusers/PEFT or kohya layout) merged into the MM-DiT, FILE or FILE:STRENGTH (default 1); repeatable");
+  cmd->add_option("--lora", o->loras, lora_help);
   cmd->add_flag("--vae-tiling", o->vae_tiling, "decode (and encode) the VAE in overlapping tiles");
   cmd->add_flag("--low-memory", o->low_memory, "release each stage's weights after use (peak ~ the largest stage)");
   cmd->add_option("--clip-l", o->clip_l, "CLIP-L weights (when not in the model file)");

@@ -50,6 +50,9 @@ inline LoraArg parse_lora_arg(const std::string& s) {
   return a;
 }
 
+inline constexpr const char* lora_help =
+    "LoRA file (diffusers/PEFT or kohya layout) merged into the MM-DiT: FILE or FILE:STRENGTH (default 1); repeatable";
+
 inline constexpr const char* weight_layout_help =
     "MM-DiT Linear weights in memory: auto (column for f32 on an AVX-512 CPU, else row), row (as stored, "
     "views of the file) or column (copied column-major; the faster f32 CPU kernel)";

@@ -205,7 +205,8 @@ void add_train(CLI::App& app) {
   cmd->add_option("--steps", t->steps, "train this many steps (overrides the config)");
   cmd->add_option("--minutes", t->minutes, "train for this many minutes of wall time (overrides --steps)");
   cmd->add_flag("--resume", t->resume,
-                "continue the run in --out from its last checkpoint, with its saved config and budget (unless --steps / --minutes)");
+                "continue the run in --out from its last checkpoint, with its saved config and budget "
+                "(unless --steps / --minutes)");
   cmd->add_option("--recipe", t->recipe, "pipeline: sd3-pixels (default) or sd3 (needs --autoencoder)")->capture_default_str();
   cmd->add_option("--autoencoder", t->autoencoder, "KL autoencoder weights for --recipe sd3 (`diffuse vae train`)");
   cmd->add_option("--seed", t->seed, "seed (overrides the config)")->each([t](const std::string&) { t->seed_set = true; });

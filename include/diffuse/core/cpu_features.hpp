@@ -72,7 +72,8 @@ inline bool cpu_has_amx_bf16() {
 inline bool cpu_kernels_generic_value(const char* v) {
   if (!v || !*v || ::strcasecmp(v, "native") == 0) return false;
   if (::strcasecmp(v, "generic") == 0) return true;
-  throw InputError(std::string("DIFFUSE_CPU_KERNELS=") + v + ": must be native (the CPU decides) or generic (no AVX-512 kernels)");
+  throw InputError(std::string("DIFFUSE_CPU_KERNELS=") + v +
+                   ": must be native (the CPU decides) or generic (no AVX-512 kernels)");
 }
 
 // DIFFUSE_CPU_KERNELS of this process, read once at first use: kernels ask per call (the attention

@@ -12,7 +12,8 @@
 // Both are read when the libraries load, before main, so `tune_runtime(argv)` sets what is unset
 // and re-executes the program once. A variable already set is never changed; DIFFUSE_NO_TUNE=1
 // turns the whole thing off, and DIFFUSE_CPU_KERNELS=generic (core/cpu_features.hpp) the OpenBLAS
-// part (OpenBLAS then runs what it detects or what OPENBLAS_CORETYPE says). Programs call it first thing in main; the library never calls it.
+// part (OpenBLAS then runs what it detects or what OPENBLAS_CORETYPE says). Programs call it first
+// thing in main; the library never calls it.
 #include <dlfcn.h>
 #include <unistd.h>
 

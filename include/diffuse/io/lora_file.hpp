@@ -247,8 +247,10 @@ inline void save_lora(const std::filesystem::path& path, const LoraFile& lora, L
       if (alpha != static_cast<double>(down.size(0))) out.emplace_back(m + ".alpha", torch::tensor(static_cast<float>(alpha)));
     }
   }
-  save_safetensors(path, out, layout == LoraLayout::Kohya ? std::map<std::string, std::string>{{"ss_network_module", "networks.lora"}}
-                                                           : std::map<std::string, std::string>{{"format", "pt"}});
+  const std::map<std::string, std::string> metadata =
+      layout == LoraLayout::Kohya ? std::map<std::string, std::string>{{"ss_network_module", "networks.lora"}}
+                                  : std::map<std::string, std::string>{{"format", "pt"}};
+  save_safetensors(path, out, metadata);
 }
 
 // The adapters attached to `model` (nn/lora.hpp) as a LoraFile, for save_lora: for an MM-DiT

@@ -111,7 +111,8 @@ inline std::vector<std::pair<std::string, LoraAdapter>> lora_adapters(torch::nn:
     auto* linear = item.value()->as<torch::nn::LinearImpl>();
     if (!linear) continue;
     for (const auto& child : linear->named_children())
-      if (child.key() == "lora") out.emplace_back(item.key(), LoraAdapter(std::dynamic_pointer_cast<LoraAdapterImpl>(child.value())));
+      if (child.key() == "lora")
+        out.emplace_back(item.key(), LoraAdapter(std::dynamic_pointer_cast<LoraAdapterImpl>(child.value())));
   }
   return out;
 }
