@@ -28,6 +28,7 @@
 #include "diffuse/backbone/mmdit_keys.hpp"
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/format.hpp"
+#include "diffuse/io/mmdit_checkpoint.hpp"
 #include "diffuse/io/safetensors.hpp"
 #include "diffuse/nn/linear_weight_layout.hpp"
 #include "diffuse/nn/lora.hpp"
@@ -48,12 +49,8 @@ struct LoraUpdate {
   double scale() const { return alpha / static_cast<double>(down.size(0)); }
   // scale * up @ down in float64, in the reference's row order.
   torch::Tensor delta() const {
-    auto d = up.to(torch::kFloat64).matmul(down.to(torch::kFloat64)) * scale();
-    if (swap_halves) {
-      const auto h = d.chunk(2, 0);
-      d = torch::cat({h[1], h[0]}, 0);
-    }
-    return d;
+    const auto d = up.to(torch::kFloat64).matmul(down.to(torch::kFloat64)) * scale();
+    return swap_halves ? swap_row_halves(d) : d;
   }
 };
 
@@ -178,11 +175,7 @@ inline void save_lora(const std::filesystem::path& path, const LoraFile& lora, L
                       const backbone::MMDiTConfig& c) {
   const auto [by_diffusers, by_kohya] = lora_detail::targets(c);
   // Each update's up in the reference's row order (the file's (scale, shift) halves swapped back).
-  auto reference_up = [](const LoraUpdate& u) {
-    if (!u.swap_halves) return u.up;
-    const auto h = u.up.chunk(2, 0);
-    return torch::cat({h[1], h[0]}, 0);
-  };
+  auto reference_up = [](const LoraUpdate& u) { return u.swap_halves ? swap_row_halves(u.up) : u.up; };
   struct Slot {  // one module of the output layout: the weight rows it covers
     std::string module;
     lora_detail::Target target;
@@ -210,11 +203,7 @@ inline void save_lora(const std::filesystem::path& path, const LoraFile& lora, L
     }
     if (pieces.empty()) continue;
     // This layout's row order for the slot: diffusers' (scale, shift) where the slot swaps halves.
-    auto to_layout_order = [&](torch::Tensor up) {
-      if (!t.swap_halves) return up;
-      const auto h = up.chunk(2, 0);
-      return torch::cat({h[1], h[0]}, 0);
-    };
+    auto to_layout_order = [&](const torch::Tensor& up) { return t.swap_halves ? swap_row_halves(up) : up; };
     torch::Tensor down, up;
     double alpha = 0;
     const auto& first = *pieces[0].u;
@@ -278,11 +267,7 @@ inline void merge_lora(backbone::MMDiT& model, const LoraFile& lora, double stre
     if (!m.defined()) m = it->second.to(torch::kFloat64);
     m.narrow(0, u.row0, u.rows).add_(u.delta().to(m.device()), strength);
   }
-  for (auto& [name, m] : merged) {
-    auto& w = params.at(name);
-    const auto values = m.to(w.scalar_type());
-    w.set_data(nn::is_column_major(w) ? values.t().contiguous().t() : values.contiguous());
-  }
+  for (auto& [name, m] : merged) nn::replace_weight_values(params.at(name), m);
 }
 
 }  // namespace diffuse::io

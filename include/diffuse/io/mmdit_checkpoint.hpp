@@ -49,6 +49,13 @@ inline const Component& find_mmdit(const std::vector<Component>& cs, const std::
 
 }  // namespace mmdit_detail
 
+// The two halves of t's rows exchanged: diffusers' (scale, shift) <-> the reference's (shift, scale)
+// (backbone::DiffusersForm::SwapHalves).
+inline torch::Tensor swap_row_halves(const torch::Tensor& t) {
+  const auto h = t.chunk(2, 0);
+  return torch::cat({h[1], h[0]}, 0);
+}
+
 // The file's MM-DiT tensors in the original layout (no prefix), validated against `config`.
 inline std::vector<std::pair<std::string, torch::Tensor>> read_mmdit_tensors(const SafetensorsFile& file,
                                                                              const backbone::MMDiTConfig& config,
@@ -101,10 +108,7 @@ inline std::vector<std::pair<std::string, torch::Tensor>> read_mmdit_tensors(con
     for (const auto& src : k.diffusers) parts.push_back(load_tensor(file, prefix + src, opt));
     torch::Tensor t = parts[0];
     if (k.form == backbone::DiffusersForm::ConcatQKV) t = torch::cat(parts, 0);
-    if (k.form == backbone::DiffusersForm::SwapHalves) {
-      const auto h = t.chunk(2, 0);  // diffusers (scale, shift) -> reference (shift, scale)
-      t = torch::cat({h[1], h[0]}, 0);
-    }
+    if (k.form == backbone::DiffusersForm::SwapHalves) t = swap_row_halves(t);  // diffusers (scale, shift) -> reference
     out.emplace_back(k.name, t);
   }
   return out;
@@ -149,8 +153,7 @@ inline std::vector<std::pair<std::string, torch::Tensor>> mmdit_tensors(backbone
       const auto parts = t.chunk(3, 0);
       for (int i = 0; i < 3; ++i) out.emplace_back(prefix + k.diffusers[i], parts[i]);
     } else if (k.form == backbone::DiffusersForm::SwapHalves) {
-      const auto h = t.chunk(2, 0);
-      out.emplace_back(prefix + k.diffusers[0], torch::cat({h[1], h[0]}, 0));
+      out.emplace_back(prefix + k.diffusers[0], swap_row_halves(t));
     } else {
       out.emplace_back(prefix + k.diffusers[0], t);
     }

@@ -70,6 +70,14 @@ inline WeightLayout preferred_weight_layout(torch::ScalarType dtype, const torch
   return WeightLayout::RowMajor;
 }
 
+// Gives weight `w` the values `values` (any dtype; stored in w's dtype) in memory of its own, laid
+// out as w is (column-major stays column-major), so the kernel it takes does not change. A weight
+// that was a view of a memory-mapped file is not written through.
+inline void replace_weight_values(torch::Tensor& w, const torch::Tensor& values) {
+  const auto v = values.to(w.device(), w.scalar_type());
+  w.set_data(is_column_major(w) && !w.is_contiguous() ? v.t().contiguous().t() : v.contiguous());
+}
+
 // Lays every Linear weight of `module` (itself and all its submodules) out as `layout`. Weights
 // already laid out so are left as they are.
 inline void set_linear_weight_layout(torch::nn::Module& module, WeightLayout layout) {

@@ -22,6 +22,7 @@
 #include <torch/types.h>
 
 #include "diffuse/core/error.hpp"
+#include "diffuse/nn/linear_weight_layout.hpp"
 
 namespace diffuse::nn {
 
@@ -38,7 +39,7 @@ class LoraAdapterImpl : public torch::nn::Module {
   std::int64_t rank() const { return down.size(0); }
   double alpha() const { return alpha_; }
   double strength = 1.0;
-  bool merged = false;  // the term is in the base weight (merge_lora_adapters); forward adds nothing
+  bool merged = false;  // the term is in the base weight (set_lora_merged); forward adds nothing
   double scale() const { return strength * alpha_ / static_cast<double>(rank()); }
 
   // The adapter's term for x (..., in), in x's dtype.
@@ -128,8 +129,7 @@ inline void set_lora_merged(torch::nn::Module& model, bool merge) {
     auto* a = lora_adapter_of(*linear);
     if (!a || a->merged == merge) continue;
     auto& w = linear->weight;
-    const auto values = (w.to(torch::kFloat64) + (merge ? 1.0 : -1.0) * a->delta().to(w.device())).to(w.scalar_type());
-    w.set_data(w.is_contiguous() ? values.contiguous() : values.t().contiguous().t());
+    replace_weight_values(w, w.to(torch::kFloat64) + (merge ? 1.0 : -1.0) * a->delta().to(w.device()));
     a->merged = merge;
   }
 }
