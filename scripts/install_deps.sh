@@ -11,7 +11,8 @@
 #   nlohmann-json3-dev safetensors headers, configs
 #   libcli11-dev       the `diffuse` command line
 #   libfmt-dev         formatting
-#   libstb-dev         PNG read/write
+#   libstb-dev         PNG and JPEG read, PNG write, resizing (aspect-ratio buckets)
+#   libwebp-dev        WebP images in fine-tuning image folders
 #   libicu-dev zlib1g-dev  Unicode normalisation for CLIP's tokenizer; its gzip vocabulary
 #   cmake ninja-build g++ pkg-config  the build
 #   clang libclang-rt-14-dev  optional libFuzzer build of the torch-free parsers
@@ -21,7 +22,7 @@ packages=(
   cmake ninja-build g++ pkg-config
   libtorch-dev libopenblas-dev libgloo-dev
   libxtensor-dev libboost-dev libsentencepiece-dev
-  catch2 nlohmann-json3-dev libcli11-dev libfmt-dev libstb-dev libicu-dev zlib1g-dev
+  catch2 nlohmann-json3-dev libcli11-dev libfmt-dev libstb-dev libwebp-dev libicu-dev zlib1g-dev
   clang libclang-rt-14-dev
 )
 
