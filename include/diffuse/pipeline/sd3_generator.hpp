@@ -211,6 +211,26 @@ class SD3Generator {
   const SD3ModelFiles& files() const { return files_; }
   const SD3Defaults& defaults() const { return defaults_; }
 
+  // The parts, for the LoRA fine-tuner (training/lora_trainer.hpp): the MM-DiT (in the options'
+  // dtype, with the options' LoRAs merged), the text conditioning of prompts (context, pooled) and
+  // the VAE's latents of images (B, 3, H, W) in [-1, 1]: the posterior mean, scaled and shifted
+  // as the MM-DiT sees it (SD3LatentFormat), float32.
+  backbone::MMDiT& backbone() { return mmdit(); }
+  encoders::TextFeatures encode_text(const std::vector<std::string>& texts) {
+    torch::NoGradGuard no_grad;
+    return encode_text_stages(texts);
+  }
+  torch::Tensor encode_images(const torch::Tensor& images) {
+    torch::NoGradGuard no_grad;
+    auto& ae = vae();
+    const auto img = images.to(o_.device, o_.dtype);
+    const auto mean = (o_.vae_tiling ? autoencoder::encode_tiled(ae, img) : ae->encode(img)).mean;
+    return autoencoder::SD3LatentFormat{}.process_in(mean.to(torch::kFloat32)).to(torch::kCPU);
+  }
+  int pixel_multiple() { return 8 * static_cast<int>(mmdit()->config().patch); }
+  int native_resolution() const { return defaults_.width; }
+  double training_shift() const { return defaults_.shift; }
+
   GenerateSettings settings(const GenerateRequest& r) const {
     GenerateSettings s;
     s.width = r.width > 0 ? r.width : defaults_.width;
@@ -239,7 +259,7 @@ class SD3Generator {
     // 1. Text: prompts and the negative prompt in one batch.
     std::vector<std::string> texts = r.prompts;
     texts.push_back(r.negative);
-    const auto feats = encode_text(texts);
+    const auto feats = encode_text_stages(texts);
     const auto dev = o_.device;
     auto ctx = feats.context.to(dev), pooled = feats.pooled.to(dev);
     const sampling::Conditioning cond{ctx.narrow(0, 0, n), pooled.narrow(0, 0, n)};
@@ -296,7 +316,7 @@ class SD3Generator {
  private:
   // With release_stages the encoders are loaded one at a time (T5-XXL alone is 19 GB in float32),
   // each dropped after use; otherwise the whole stack stays loaded.
-  encoders::TextFeatures encode_text(const std::vector<std::string>& texts) {
+  encoders::TextFeatures encode_text_stages(const std::vector<std::string>& texts) {
     if (!o_.release_stages) return text().encode(texts);
     const auto to = text_options();
     sampling::EncoderOutputs parts;

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "diffuse/core/hash.hpp"
+#include "diffuse/io/lora_file.hpp"
 #include "diffuse/pipeline/generate.hpp"
 #include "diffuse/training/trainer.hpp"
 
@@ -52,6 +53,20 @@ class TrainedModel {
   const std::filesystem::path& weights() const { return weights_; }
   int step() const { return step_; }
   backbone::MMDiT& backbone() { return model_; }
+
+  // Merges a LoRA file (io/lora_file.hpp, either layout) into the weights at `strength`; the
+  // model hash then covers it too.
+  void add_lora(const std::filesystem::path& file, double strength) {
+    io::merge_lora(model_, io::read_lora(file.string(), model_->config()), strength);
+    hash_ = Fingerprint().add(hash_).add_file(file).add(std::to_string(strength)).hex();
+  }
+
+  // What the LoRA fine-tuner (training/lora_trainer.hpp) needs of a base model.
+  encoders::TextFeatures encode_text(const std::vector<std::string>& texts) const { return cond_.encode(texts); }
+  torch::Tensor encode_images(const torch::Tensor& images) const { return ae_.encode(images); }
+  int pixel_multiple() const { return ae_.factor() * static_cast<int>(config_.model.patch); }
+  int native_resolution() const { return config_.image_size; }
+  double training_shift() const { return config_.timestep_shift; }
 
   // Images (B, 3, H, W) in [-1, 1]; `shift` <= 0 keeps the trained model's sampling shift.
   torch::Tensor generate(const std::vector<std::string>& prompts, GenerateOptions o, double shift = 0) {
