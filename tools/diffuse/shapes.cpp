@@ -4,11 +4,13 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 
 #include "command.hpp"
 #include "progress.hpp"
+#include "diffuse/data/dataset.hpp"
 #include "diffuse/eval/plot.hpp"
 #include "diffuse/eval/shapes_eval.hpp"
 #include "diffuse/io/atomic_file.hpp"
@@ -19,7 +21,7 @@ namespace {
 namespace fs = std::filesystem;
 
 struct ShapesOptions {
-  std::string prompt, out, images, prompts, json, split = "train";
+  std::string prompt, out, images, prompts, json, split = "train", category;
   std::uint64_t seed = 0;
   int size = 32, count = 100;
   bool lenient = false;
@@ -48,19 +50,25 @@ void run_render(const ShapesOptions& o) {
 void run_dataset(const ShapesOptions& o) {
   if (o.count < 1) throw InputError("--count must be at least 1");
   if (o.split != "train" && o.split != "heldout") throw InputError("--split must be train or heldout");
+  std::optional<data::Category> only;
+  if (!o.category.empty()) only = data::category_from_name(o.category);
+  const auto split = o.split == "train" ? data::Split::Train : data::Split::HeldOut;
+  const data::ShapesImages examples(o.size, o.seed, static_cast<std::size_t>(o.count), only, split);
   const data::ShapesWorld world(o.size, o.seed);
   fs::create_directories(o.out);
-  std::string lines;
+  std::string lines, metadata;
   Progress progress("render", o.count);
   for (int i = 0; i < o.count; ++i) {
-    const auto e = world.example(static_cast<std::uint64_t>(i), o.split == "train" ? data::Split::Train : data::Split::HeldOut);
+    const auto e = world.example(examples.index(static_cast<std::size_t>(i)), split);
     const auto file = index_name(static_cast<std::size_t>(i));
     io::write_png(fs::path(o.out) / file, e.image);
     lines += nlohmann::json{{"file", file}, {"caption", e.caption}, {"category", data::name(e.category)}, {"held_out", e.held_out}}.dump() + "\n";
+    metadata += nlohmann::json{{"file_name", file}, {"text", e.caption}}.dump() + "\n";
     if ((i + 1) % 50 == 0 || i + 1 == o.count) progress.update(i + 1);
   }
   write_text(fs::path(o.out) / "captions.jsonl", lines);
-  std::cerr << "wrote " << o.count << " images and captions.jsonl to " << o.out << "\n";
+  write_text(fs::path(o.out) / "metadata.jsonl", metadata);  // Hugging Face imagefolder form: `diffuse train --data`
+  std::cerr << "wrote " << o.count << " images, captions.jsonl and metadata.jsonl to " << o.out << "\n";
 }
 
 void run_eval(const ShapesOptions& o) {
@@ -146,12 +154,14 @@ void add_shapes(CLI::App& app) {
   render->add_option("--out", o->out, "PNG to write")->required();
   render->callback([o] { run_render(*o); });
 
-  auto* dataset = cmd->add_subcommand("dataset", "write N examples as PNG files plus captions.jsonl");
+  auto* dataset = cmd->add_subcommand("dataset", "write N examples as PNG files plus captions.jsonl and metadata.jsonl");
   dataset->add_option("--count", o->count, "number of examples")->capture_default_str();
   dataset->add_option("--out", o->out, "output directory")->required();
   dataset->add_option("--seed", o->seed, "dataset seed")->capture_default_str();
   dataset->add_option("--size", o->size, "image size in pixels")->capture_default_str();
   dataset->add_option("--split", o->split, "train or heldout")->capture_default_str();
+  dataset->add_option("--category", o->category,
+                      "only this category: single_object, two_object, counting, colors, position or color_attr");
   dataset->callback([o] { run_dataset(*o); });
 
   auto* ev = cmd->add_subcommand("eval", "score images against their prompts (GenEval-style table and JSON)");

@@ -12,6 +12,8 @@
 #include <string>
 
 #include "command.hpp"
+#include "finetune.hpp"
+#include "inputs.hpp"
 #include "diffuse/core/torch_compat.hpp"
 #include "diffuse/eval/shapes_eval.hpp"
 #include "diffuse/io/png.hpp"
@@ -23,23 +25,6 @@ namespace diffuse::cli {
 namespace {
 
 namespace fs = std::filesystem;
-
-// Runs f.template operator()<Recipe>() for the recipe named `name`.
-template <class F>
-void with_recipe(const std::string& name, F&& f) {
-  if (name == "sd3-pixels") f.template operator()<pipeline::SD3PixelRecipe>();
-  else if (name == "sd3") f.template operator()<pipeline::SD3Recipe>();
-  else throw InputError("--recipe must be sd3-pixels (SD3's recipe on pixels, the shapes default) or sd3 (with a KL autoencoder)");
-}
-
-std::string recipe_of(const fs::path& dir) {
-  std::ifstream in(dir / "recipe.txt");
-  std::string line;
-  if (!in || !std::getline(in, line)) throw InputError((dir / "recipe.txt").string() + ": missing (is this a `diffuse train --out` folder?)");
-  if (line == pipeline::SD3PixelRecipe::describe()) return "sd3-pixels";
-  if (line == pipeline::SD3Recipe::describe()) return "sd3";
-  throw InputError((dir / "recipe.txt").string() + ": a recipe this program does not include: " + line);
-}
 
 struct TrainOptions {
   std::string config, out = "out/shapes", recipe = "sd3-pixels", autoencoder;
@@ -82,13 +67,24 @@ void run_train(const TrainOptions& o) {
 
 struct SampleOptions {
   std::string checkpoint, out = "sample.png", weights, negative;
-  std::vector<std::string> prompts;
+  std::vector<std::string> prompts, loras;
   int steps = 20, columns = 0, scale = 4;
   std::optional<double> cfg;  // default: the model's sample_cfg
   std::vector<double> cfg_interval;  // default: the model's sample_cfg_interval
   double shift = 0;
   std::uint64_t seed = 0;
 };
+
+// --lora FILE[:STRENGTH] arguments merged into a trained model, in order.
+template <class M>
+void add_loras(M& m, const std::vector<std::string>& args) {
+  for (const auto& arg : args) {
+    const auto l = parse_lora_arg(arg);
+    if (!fs::is_regular_file(l.path)) throw InputError("--lora " + l.path + ": no such file");
+    m.add_lora(l.path, l.strength);
+    std::fprintf(stderr, "LoRA %s at strength %g\n", l.path.c_str(), l.strength);
+  }
+}
 
 // --cfg-interval LO,HI, else the model's default.
 std::array<double, 2> cfg_interval_of(const std::vector<double>& given, const training::TrainConfig& c) {
@@ -110,6 +106,7 @@ void run_sample(const SampleOptions& o) {
   if (o.scale < 1 || o.scale > 32) throw InputError("--scale must be in 1..32");
   with_recipe(recipe_of(o.checkpoint), [&]<class P>() {
     pipeline::TrainedModel<P> m(o.checkpoint, o.weights);
+    add_loras(m, o.loras);
     const double cfg = o.cfg.value_or(m.config().sample_cfg);
     pipeline::GenerateOptions g;
     g.steps = o.steps, g.cfg = cfg, g.seed = o.seed, g.height = g.width = 0;
@@ -131,6 +128,7 @@ void run_sample(const SampleOptions& o) {
 
 struct EvalOptions {
   std::string checkpoint, prompts, out, weights;
+  std::vector<std::string> loras;
   int steps = 20, batch = 100;
   std::optional<double> cfg;  // default: the model's sample_cfg
   std::vector<double> cfg_interval;  // default: the model's sample_cfg_interval
@@ -154,6 +152,7 @@ void run_eval(const EvalOptions& o) {
   if (o.batch < 1) throw InputError("--batch must be at least 1");
   with_recipe(recipe_of(o.checkpoint), [&]<class P>() {
     pipeline::TrainedModel<P> m(o.checkpoint, o.weights);
+    add_loras(m, o.loras);
     const double cfg = o.cfg.value_or(m.config().sample_cfg);
     const auto interval = cfg_interval_of(o.cfg_interval, m.config());
     eval::ShapesEvalOptions opt;
@@ -199,8 +198,10 @@ void run_eval(const EvalOptions& o) {
 
 void add_train(CLI::App& app) {
   auto t = std::make_shared<TrainOptions>();
-  auto* cmd = app.add_subcommand("train", "Train a text-to-image model on the shapes world (no arguments: the default model)");
-  cmd->add_option("--config", t->config, "TrainConfig JSON; keys it lacks keep the shapes defaults (docs/training.md)");
+  auto* cmd = app.add_subcommand("train", "Train a text-to-image model on the shapes world (no arguments: the default model), or fine-tune one with LoRA (--init)");
+  cmd->add_option("--config", t->config,
+                  "TrainConfig JSON; keys it lacks keep the shapes defaults (docs/training.md); with --init a LoraTrainConfig "
+                  "(docs/finetune.md)");
   cmd->add_option("--out", t->out, "model folder (checkpoints, metrics.jsonl, loss.png, samples.png)")->capture_default_str();
   cmd->add_option("--steps", t->steps, "train this many steps (overrides the config)");
   cmd->add_option("--minutes", t->minutes, "train for this many minutes of wall time (overrides --steps)");
@@ -210,7 +211,22 @@ void add_train(CLI::App& app) {
   cmd->add_option("--recipe", t->recipe, "pipeline: sd3-pixels (default) or sd3 (needs --autoencoder)")->capture_default_str();
   cmd->add_option("--autoencoder", t->autoencoder, "KL autoencoder weights for --recipe sd3 (`diffuse vae train`)");
   cmd->add_option("--seed", t->seed, "seed (overrides the config)")->each([t](const std::string&) { t->seed_set = true; });
-  cmd->callback([t] { run_train(*t); });
+  auto l = std::make_shared<LoraOptions>();
+  add_lora_train_options(*cmd, l);
+  cmd->callback([t, l, cmd] {
+    if (l->init.empty()) {
+      if (l->any_lora_option()) throw InputError("--data, --lora-* and the other fine-tuning options need --init MODEL");
+      run_train(*t);
+      return;
+    }
+    if (cmd->count("--recipe") || !t->autoencoder.empty())
+      throw InputError("--init fine-tunes the model it names: --recipe and --autoencoder do not apply");
+    auto o = *l;
+    o.out = cmd->count("--out") ? t->out : std::string();
+    o.config = t->config, o.steps = t->steps, o.minutes = t->minutes, o.resume = t->resume;
+    o.seed = t->seed, o.seed_set = t->seed_set;
+    run_lora_train(o);
+  });
 
   auto s = std::make_shared<SampleOptions>();
   auto* sc = app.add_subcommand("sample", "Generate images from a trained model to a PNG (parameters in its text chunks)");
@@ -224,6 +240,7 @@ void add_train(CLI::App& app) {
       ->expected(2)->delimiter(',');
   sc->add_option("--shift", s->shift, "schedule shift (default: the model's)");
   sc->add_option("--weights", s->weights, "backbone weights instead of the checkpoint's EMA (e.g. a snapshot)");
+  sc->add_option("--lora", s->loras, lora_help);
   sc->add_option("--scale", s->scale, "nearest-neighbour upscaling of the PNG")->capture_default_str();
   sc->add_option("--columns", s->columns, "grid columns (default: up to 8)");
   sc->callback([s] { run_sample(*s); });
@@ -241,6 +258,7 @@ void add_train(CLI::App& app) {
   ec->add_option("--shift", e->shift, "schedule shift (default: the model's)");
   ec->add_option("--batch", e->batch, "prompts per sampling batch")->capture_default_str();
   ec->add_option("--weights", e->weights, "backbone weights instead of the checkpoint's EMA (e.g. a snapshot)");
+  ec->add_option("--lora", e->loras, lora_help);
   ec->add_flag("--lenient", e->lenient, "do not check the colours of objects the prompt names without a colour");
   ec->callback([e] { run_eval(*e); });
 }

@@ -1,0 +1,114 @@
+// `diffuse train --init MODEL --data DIR --lora-rank R ...`: LoRA fine-tuning of a trained model
+// (a `diffuse train` folder, or any SD3 / SD3.5 checkpoint `diffuse generate` reads) on an image
+// folder (training/lora_trainer.hpp). Writes the LoRA in the diffusers and kohya layouts.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "finetune.hpp"
+#include "diffuse/core/torch_compat.hpp"
+#include "diffuse/data/image_folder.hpp"
+#include "diffuse/pipeline/sd3_generator.hpp"
+#include "diffuse/pipeline/trained_model.hpp"
+#include "diffuse/training/lora_trainer.hpp"
+
+namespace diffuse::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+template <class Objective, class Base>
+void train_lora(Base& base, const LoraOptions& o, const training::LoraTrainConfig& c) {
+  const data::ImageFolder folder(o.data);
+  training::TrainCallbacks cb;
+  cb.log = [](const std::string& s) { std::fprintf(stderr, "%s\n", s.c_str()); };
+  training::LoraTrainer<Objective, Base> trainer(base, folder, o.out, c, o.resume, cb);
+  const auto r = trainer.run();
+  std::printf("LoRA trained %d steps in %.1f min on %zu images (%zu skipped); fit loss %.4f -> %.4f -> %s/lora.safetensors\n",
+              r.steps, r.seconds / 60, r.examples, r.skipped, r.fit_loss_before, r.fit_loss_after, o.out.c_str());
+}
+
+}  // namespace
+
+void run_lora_train(const LoraOptions& o) {
+  configure_threads();
+  if (o.data.empty()) throw InputError("--init needs --data DIR (a folder of images with .txt captions or a metadata.jsonl)");
+  if (o.out.empty()) throw InputError("--init needs --out DIR for the LoRA files");
+  auto c = training::LoraTrainConfig::defaults();
+  if (!o.config.empty()) c = load_config<training::LoraTrainConfig>(o.config, c);
+  if (o.rank > 0) c.rank = o.rank;
+  if (o.alpha > 0) c.alpha = o.alpha;
+  if (!o.targets.empty()) c.targets = o.targets;
+  if (o.resolution > 0) c.resolution = o.resolution;
+  if (o.batch > 0) c.batch = o.batch;
+  if (o.lr > 0) c.lr = o.lr;
+  if (!o.objective.empty()) c.objective = o.objective;
+  if (o.shift > 0) c.timestep_shift = o.shift;
+  if (o.seed_set) c.seed = o.seed;
+  if (o.checkpoint_every >= 0) c.checkpoint_every = o.checkpoint_every;
+  if (o.steps > 0) c.steps = o.steps, c.minutes = 0;
+  if (o.minutes > 0) c.minutes = o.minutes;
+  c.validate();
+  c.base_model = o.init;
+  if (o.resume) {  // the run continues with its saved config; a given option must not contradict it
+    const auto file = fs::path(o.out) / "lora_config.json";
+    if (!fs::is_regular_file(file)) throw InputError(file.string() + ": missing, nothing to resume");
+    const auto saved = load_config<training::LoraTrainConfig>(file, training::LoraTrainConfig::defaults());
+    auto differs = [&](bool given, bool same, const char* option) {
+      if (given && !same)
+        throw InputError(std::string("--resume continues the run with its saved lora_config.json; ") + option + " differs from it");
+    };
+    differs(!o.config.empty(), false, "--config");
+    differs(o.rank > 0, o.rank == saved.rank, "--lora-rank");
+    differs(o.alpha > 0, o.alpha == saved.alpha, "--lora-alpha");
+    differs(!o.targets.empty(), o.targets == saved.targets, "--lora-targets");
+    differs(o.resolution > 0, o.resolution == saved.resolution, "--resolution");
+    differs(o.batch > 0, o.batch == saved.batch, "--batch");
+    differs(o.lr > 0, o.lr == saved.lr, "--lr");
+    differs(!o.objective.empty(), o.objective == saved.objective, "--objective");
+    differs(o.shift > 0, o.shift == saved.timestep_shift, "--shift");
+    differs(o.seed_set, o.seed == saved.seed, "--seed");
+    differs(true, fs::path(o.init) == fs::path(saved.base_model), "--init");
+  }
+  if (fs::is_regular_file(fs::path(o.init) / "recipe.txt")) {  // a `diffuse train` folder
+    with_recipe(recipe_of(o.init), [&]<class P>() {
+      pipeline::TrainedModel<P> base(o.init);
+      std::fprintf(stderr, "base: %s (step %d, %s)\n", base.weights().string().c_str(), base.step(), P::describe().c_str());
+      train_lora<typename P::objective_type>(base, o, c);
+    });
+    return;
+  }
+  pipeline::SD3ModelFiles given;
+  given.tokenizers = o.tokenizers;
+  const auto files = pipeline::find_sd3_model(o.init, given);
+  pipeline::SD3GeneratorOptions go;
+  if (o.dtype == "bf16") go.dtype = torch::kBFloat16;
+  else if (o.dtype == "f32") go.dtype = torch::kFloat32;
+  else throw InputError("--dtype must be bf16 or f32, got '" + o.dtype + "'");
+  std::fprintf(stderr, "base: %s (MM-DiT %s, base weights in %s)\n", files.family.c_str(), files.mmdit.c_str(), o.dtype.c_str());
+  pipeline::SD3Generator base(files, go);
+  train_lora<pipeline::SD3Objective>(base, o, c);
+}
+
+void add_lora_train_options(CLI::App& cmd, std::shared_ptr<LoraOptions> l) {
+  cmd.add_option("--init", l->init,
+                 "LoRA fine-tuning: the base model, a `diffuse train` folder or an SD3 checkpoint `diffuse generate` reads");
+  cmd.add_option("--data", l->data, "with --init: a folder of images (png, jpg, webp) with .txt captions or a metadata.jsonl");
+  cmd.add_option("--lora-rank", l->rank, "with --init: LoRA rank (default 16)");
+  cmd.add_option("--lora-alpha", l->alpha, "with --init: LoRA alpha; scale = alpha / rank (default: the rank)");
+  cmd.add_option("--lora-targets", l->targets, "with --init: attention (default), all-linear, or module-name suffixes")
+      ->delimiter(',');
+  cmd.add_option("--resolution", l->resolution, "with --init: bucket resolution in pixels (default: the base's)");
+  cmd.add_option("--batch", l->batch, "with --init: images per step (default 1)");
+  cmd.add_option("--lr", l->lr, "with --init: learning rate (default 1e-4)");
+  cmd.add_option("--objective", l->objective, "with --init: e.g. \"rf/lognorm(0, 1)\" (the default)");
+  cmd.add_option("--shift", l->shift, "with --init: timestep shift of the training t (default: the base's)");
+  cmd.add_option("--checkpoint-every", l->checkpoint_every, "with --init: write the LoRA files every N steps (0: at the end)");
+  cmd.add_option("--dtype", l->dtype, "with --init and an SD3 checkpoint: base weights in bf16 or f32")->capture_default_str();
+  cmd.add_option("--tokenizers", l->tokenizers, "with --init and an SD3 checkpoint: tokenizer folder (as for generate)");
+}
+
+}  // namespace diffuse::cli
