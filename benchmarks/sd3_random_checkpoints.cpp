@@ -4,6 +4,8 @@
 // by scripts/sd3_memory_check.sh to measure `diffuse generate`'s peak memory on this machine
 // without the released weights (the images are noise; the memory is what is measured).
 //   ./bench_sd3_random_checkpoints OUT_DIR
+//   ./bench_sd3_random_checkpoints OUT_DIR --mmdit-bf16   (only mmdit.safetensors, in bfloat16: the
+//                                                         LoRA step benchmark's base, lora_step.cpp)
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -20,23 +22,24 @@
 using namespace diffuse;
 using Keys = std::vector<std::pair<std::string, std::vector<std::int64_t>>>;
 
-// float16 bits of small values (|x| <= 0.03): random weights that keep activations finite-ish.
-std::vector<std::uint16_t> half_table() {
+// float16 (or bfloat16) bits of small values (|x| <= 0.03): random weights that keep activations
+// finite-ish.
+std::vector<std::uint16_t> half_table(bool bf16) {
   std::vector<std::uint16_t> t;
   for (int i = 0; i < 4096; ++i) {
     const float x = (static_cast<float>(i) / 4095.0f - 0.5f) * 0.06f;
-    t.push_back(at::Half(x).x);
+    t.push_back(bf16 ? c10::BFloat16(x).x : at::Half(x).x);
   }
   return t;
 }
 
-void write_random(const std::filesystem::path& path, const Keys& keys) {
+void write_random(const std::filesystem::path& path, const Keys& keys, bool bf16 = false) {
   nlohmann::ordered_json h;
   std::uint64_t off = 0;
   for (const auto& [name, shape] : keys) {
     std::uint64_t n = 2;
     for (auto s : shape) n *= static_cast<std::uint64_t>(s);
-    h[name] = {{"dtype", "F16"}, {"shape", shape}, {"data_offsets", {off, off + n}}};
+    h[name] = {{"dtype", bf16 ? "BF16" : "F16"}, {"shape", shape}, {"data_offsets", {off, off + n}}};
     off += n;
   }
   std::string header = h.dump();
@@ -45,7 +48,7 @@ void write_random(const std::filesystem::path& path, const Keys& keys) {
   const std::uint64_t len = header.size();
   out.write(reinterpret_cast<const char*>(&len), 8);
   out.write(header.data(), static_cast<std::streamsize>(header.size()));
-  const auto table = half_table();
+  const auto table = half_table(bf16);
   std::vector<std::uint16_t> buf(1 << 20);
   std::uint64_t state = 0x9E3779B97F4A7C15ull, left = off / 2;
   while (left > 0) {
@@ -61,15 +64,17 @@ void write_random(const std::filesystem::path& path, const Keys& keys) {
 }
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: %s OUT_DIR\n", argv[0]);
+  const bool mmdit_bf16 = argc == 3 && std::string(argv[2]) == "--mmdit-bf16";
+  if (argc != 2 && !mmdit_bf16) {
+    std::fprintf(stderr, "usage: %s OUT_DIR [--mmdit-bf16]\n", argv[0]);
     return 2;
   }
   const std::filesystem::path dir = argv[1];
   std::filesystem::create_directories(dir);
   Keys mm;
   for (const auto& k : backbone::mmdit_keys(backbone::MMDiTConfig::sd3_medium())) mm.emplace_back(k.name, k.shape);
-  write_random(dir / "mmdit.safetensors", mm);
+  write_random(dir / "mmdit.safetensors", mm, mmdit_bf16);
+  if (mmdit_bf16) return 0;
   Keys vae;
   autoencoder::KLAutoencoder model(autoencoder::KLAutoencoderConfig::sd3());
   for (const auto& p : model->named_parameters(true)) vae.emplace_back(p.key(), p.value().sizes().vec());

@@ -44,6 +44,22 @@ TEST_CASE("diffuse shapes render, dataset and eval", "[cli][shapes]") {
   CHECK(test::run_cli("shapes render --prompt 'a pink circle' --out " + img).exit_code == 2);
   CHECK(test::run_cli("shapes eval --images " + (dir / "none").string()).exit_code == 2);
   CHECK(test::run_cli("shapes dataset --count 0 --out " + ds).exit_code == 2);
+  CHECK(test::run_cli("shapes dataset --count 3 --category sizes --out " + ds).exit_code == 2);
+
+  // One category, with the image folder's metadata.jsonl (file_name, text) beside captions.jsonl.
+  const auto pos = (dir / "pos").string();
+  REQUIRE(test::run_cli("shapes dataset --count 12 --category position --seed 5 --out " + pos).exit_code == 0);
+  const auto pos_eval = test::run_cli("shapes eval --images " + pos);
+  CHECK_THAT(pos_eval.out, Contains("position        1.000"));
+  std::ifstream cj(pos + "/captions.jsonl"), mj(pos + "/metadata.jsonl");
+  int rows = 0;
+  for (std::string c, m; std::getline(cj, c) && std::getline(mj, m); ++rows) {
+    const auto a = nlohmann::json::parse(c), b = nlohmann::json::parse(m);
+    CHECK(a["category"] == "position");
+    CHECK(b["file_name"] == a["file"]);
+    CHECK(b["text"] == a["caption"]);
+  }
+  CHECK(rows == 12);
   test::write_bytes(dir / "bad.json", "[{\"prompt\": \"a red circle\", \"category\": \"sizes\"}]");
   CHECK(test::run_cli("shapes eval --images " + ds + " --prompts " + (dir / "bad.json").string()).exit_code == 2);
 }
