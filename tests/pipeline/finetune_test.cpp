@@ -11,6 +11,7 @@
 #include "diffuse/io/png.hpp"
 #include "diffuse/data/image_folder.hpp"
 #include "diffuse/pipeline/sd3_generator.hpp"
+#include "diffuse/pipeline/trained_model.hpp"
 #include "diffuse/training/lora_trainer.hpp"
 #include "pipeline/tiny_sd3.hpp"
 #include "test_util.hpp"
@@ -21,6 +22,8 @@ using namespace diffuse;
 using Catch::Matchers::Contains;
 
 static_assert(training::LoraBase<pipeline::SD3Generator>);
+static_assert(training::LoraBase<pipeline::TrainedModel<pipeline::SD3PixelRecipe>>);
+static_assert(training::LoraBase<pipeline::TrainedModel<pipeline::SD3Recipe>>);
 
 // 8 captioned images: 4 square (64x64), 4 wide (96x48); colour blocks whose colour the caption
 // names. One more image has no caption.

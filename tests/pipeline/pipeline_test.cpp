@@ -35,7 +35,8 @@ using diffuse::test::TempDir;
 // A model small enough to train a few steps in a second.
 training::TrainConfig tiny_config() {
   auto c = training::TrainConfig::shapes_default();
-  c.model = {2, 32, 2, 4, 3, 0, 16, 16, 4, 2.0, true, {}};
+  c.model = {.depth = 2, .hidden = 32, .heads = 2, .patch = 4, .in_channels = 3, .out_channels = 0, .adm_in = 16,
+             .context_in = 16, .pos_embed_max_size = 4, .mlp_ratio = 2.0, .qk_norm = true, .x_self_attn_layers = {}};
   c.text = {0, 16, 1, 2, 12, 3};
   c.image_size = 16;
   c.examples = 64;
@@ -622,6 +623,32 @@ TEST_CASE("diffuse train, sample and eval work end to end and refuse bad input",
   CHECK(test::run_cli("sample --checkpoint " + (d / "none").string() + " --prompt x --out " + png).exit_code == 2);
   CHECK(test::run_cli("sample --checkpoint " + out + " --prompt x --steps 0 --out " + png).exit_code == 2);
   CHECK(test::run_cli("train --out " + (d / "bad").string() + " --recipe nope --steps 1").exit_code == 2);
+
+  // The trained folder is a base for LoRA fine-tuning on an image folder of one category; the LoRA
+  // then loads in sample and eval, and at strength 0 samples the base image.
+  REQUIRE(test::run_cli("shapes dataset --count 8 --size 16 --category position --seed 9 --out " + (d / "pos").string()).exit_code == 0);
+  const auto lora = (d / "lora").string();
+  r = test::run_cli("train --init " + out + " --data " + (d / "pos").string() + " --out " + lora +
+                    " --steps 3 --batch 4 --lora-rank 2 --lr 1e-2");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.err, Catch::Contains("bucket 16x16: 8 images"));
+  CHECK_THAT(r.out, Catch::Contains("LoRA trained 3 steps"));
+  const auto sample_with = [&](const std::string& extra, const std::string& file) {
+    REQUIRE(test::run_cli("sample --checkpoint " + out + " --prompt 'a red circle above a blue square' --seed 3 --steps 2 " +
+                          extra + " --out " + file).exit_code == 0);
+    return io::read_png(file);
+  };
+  const auto base_img = sample_with("", (d / "b.png").string());
+  const bool zero_is_base = sample_with("--lora " + lora + "/lora_kohya.safetensors:0", (d / "l0.png").string()) == base_img;
+  CHECK(zero_is_base);
+  const bool changed = !(sample_with("--lora " + lora + "/lora.safetensors:30", (d / "l1.png").string()) == base_img);
+  CHECK(changed);
+  r = test::run_cli("eval --checkpoint " + out + " --prompts " + (d / "prompts.json").string() + " --steps 2 --lora " + lora +
+                    "/lora.safetensors");
+  CHECK(r.exit_code == 0);
+  CHECK(test::run_cli("sample --checkpoint " + out + " --prompt x --lora " + (d / "nope.safetensors").string() + " --out " + png)
+            .exit_code == 2);
 }
 
 }  // namespace t_pipeline

@@ -17,8 +17,7 @@
 
 namespace diffuse::pipeline {
 
-// A guidance interval [lo, hi] of t (GenerateOptions::cfg_interval): 0 <= lo <= hi <= 1.
-inline bool valid_cfg_interval(double lo, double hi) { return lo >= 0 && lo <= hi && hi <= 1; }
+using sampling::valid_cfg_interval;
 
 struct GenerateOptions {
   int steps = 20;

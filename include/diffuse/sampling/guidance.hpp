@@ -18,6 +18,9 @@
 
 namespace diffuse::sampling {
 
+// A guidance interval [lo, hi] of t (pipeline::GenerateOptions::cfg_interval): 0 <= lo <= hi <= 1.
+inline bool valid_cfg_interval(double lo, double hi) { return lo >= 0 && lo <= hi && hi <= 1; }
+
 // The velocity model as the MM-DiT is called: (x, timestep = 1000 sigma, y, context, skipped blocks) -> v.
 using FlowModel = std::function<torch::Tensor(const torch::Tensor& x, const torch::Tensor& timestep,
                                               const torch::Tensor& y, const torch::Tensor& context,

@@ -40,15 +40,20 @@
 #include "diffuse/data/dataset.hpp"
 #include "diffuse/encoders/caption_encoder.hpp"
 #include "diffuse/eval/plot.hpp"
+#include "diffuse/io/image_tensor.hpp"
 #include "diffuse/io/lora_file.hpp"
+#include "diffuse/io/png.hpp"
 #include "diffuse/io/safetensors.hpp"
 #include "diffuse/nn/lora.hpp"
 #include "diffuse/timesteps/shift.hpp"
+#include "diffuse/training/checkpoint_files.hpp"
 #include "diffuse/training/flat_adamw.hpp"
 #include "diffuse/training/lr_schedule.hpp"
+#include "diffuse/training/metrics_file.hpp"
 #include "diffuse/training/objective_spec.hpp"
 #include "diffuse/training/precision_choice.hpp"
-#include "diffuse/training/trainer.hpp"
+#include "diffuse/training/run_records.hpp"
+#include "diffuse/training/step_randomness.hpp"
 
 namespace diffuse::training {
 
@@ -165,7 +170,7 @@ class LoraTrainer {
   int step() const { return step_; }
   std::size_t examples() const { return examples_; }
   const std::vector<data::SkippedFile>& skipped() const { return skipped_; }
-  const std::vector<std::pair<data::Bucket, std::int64_t>> bucket_counts() const {
+  std::vector<std::pair<data::Bucket, std::int64_t>> bucket_counts() const {
     std::vector<std::pair<data::Bucket, std::int64_t>> out;
     for (const auto& b : buckets_) out.emplace_back(b.bucket, b.x0.size(0));
     return out;
@@ -300,14 +305,23 @@ class LoraTrainer {
     torch::Tensor out;
     {
       CpuAutocast amp(autocast_);
-      out = model->forward(in.z.to(dtype_), (t * 1000.0).to(dtype_), pooled.to(dtype_), ctx.to(dtype_));
+      out = model->forward(in.z.to(dtype_), t * 1000.0, pooled.to(dtype_), ctx.to(dtype_));  // t stays float32, as in generation
     }
     return objective_.loss(out.to(torch::kFloat32), x0, noise, t);
   }
 
   template <class Data>
   void encode(const Data& data) {
-    const auto buckets = data::aspect_buckets(c_.resolution, base_.pixel_multiple(), c_.max_aspect);
+    // Buckets whose patch grid fits the MM-DiT's positional table (P x P patches): the crop the
+    // model makes for a bucket must lie inside it.
+    const int multiple = base_.pixel_multiple(), table = base_.backbone()->config().pos_embed_max_size;
+    if (c_.resolution / multiple > table)
+      throw InputError("LoRA training: resolution " + std::to_string(c_.resolution) + " needs " +
+                       std::to_string(c_.resolution / multiple) + " patches a side; the model's positional table has " +
+                       std::to_string(table));
+    std::vector<data::Bucket> buckets;
+    for (const auto& b : data::aspect_buckets(c_.resolution, multiple, c_.max_aspect))
+      if (b.width / multiple <= table && b.height / multiple <= table) buckets.push_back(b);
     std::vector<std::vector<std::pair<io::RGBImage, std::string>>> by_bucket(buckets.size());
     for (std::size_t i = 0; i < data.size(); ++i) {
       try {
@@ -334,7 +348,7 @@ class LoraTrainer {
         const auto hi = std::min(by_bucket[k].size(), lo + 8);
         std::vector<torch::Tensor> imgs;
         std::vector<std::string> caps;
-        for (std::size_t i = lo; i < hi; ++i) imgs.push_back(pipeline::from_rgb(by_bucket[k][i].first)), caps.push_back(by_bucket[k][i].second);
+        for (std::size_t i = lo; i < hi; ++i) imgs.push_back(io::from_rgb(by_bucket[k][i].first)), caps.push_back(by_bucket[k][i].second);
         x0.push_back(base_.encode_images(torch::stack(imgs)).to(torch::kFloat32));
         const auto f = base_.encode_text(caps);
         ctx.push_back(f.context.to(torch::kFloat32)), pooled.push_back(f.pooled.to(torch::kFloat32));
@@ -376,15 +390,7 @@ class LoraTrainer {
     opt_->load_state(os, file);
     step_ = st["step"].get<int>();
     elapsed_ = st.value("elapsed_seconds", 0.0);
-    std::string kept;  // forget the metrics of steps after the checkpoint: they are run again
-    {
-      std::ifstream m(dir_ / "metrics.jsonl");
-      for (std::string line; std::getline(m, line);) {
-        const auto j = nlohmann::json::parse(line, nullptr, false);
-        if (!j.is_discarded() && j.value("step", 0) <= step_ && !j.contains("fit_loss")) kept += line + "\n";
-      }
-    }
-    trainer_detail::write_text(dir_ / "metrics.jsonl", kept);
+    metrics_.forget_after(step_);  // those steps run again
     log("resumed at step " + std::to_string(step_));
   }
 
@@ -404,11 +410,7 @@ class LoraTrainer {
     io::write_png(dir_ / "loss.png", eval::render_plot({p}));
   }
 
-  void metrics_line(const nlohmann::json& j) {
-    if (!metrics_.is_open()) metrics_.open(dir_ / "metrics.jsonl", std::ios::app);
-    metrics_ << j.dump() << "\n";
-    metrics_.flush();
-  }
+  void metrics_line(const nlohmann::json& j) { metrics_.append(j); }
   void log(const std::string& s) const {
     if (cb_.log) cb_.log(s);
   }
@@ -433,7 +435,7 @@ class LoraTrainer {
   bool autocast_ = false;
   int step_ = 0;
   double elapsed_ = 0;
-  std::ofstream metrics_;
+  MetricsFile metrics_{dir_ / "metrics.jsonl"};
 };
 
 }  // namespace diffuse::training

@@ -13,6 +13,9 @@
 // the machine (precision "auto", workers 0) is decided once, at its start, and written into its
 // config.json, which a resume reads: a run is fixed by its config and seed, never by a timing.
 //
+// Its parts: train_config.hpp (TrainConfig), step_randomness.hpp (what is random in a step),
+// checkpoint_files.hpp, run_records.hpp (what the loop reports); this header is the loop.
+//
 // The model folder:
 //   config.json                  the TrainConfig
 //   recipe.txt                   the pipeline type, described
@@ -47,163 +50,18 @@
 #include "diffuse/io/png.hpp"
 #include "diffuse/pipeline/generate.hpp"
 #include "diffuse/pipeline/images.hpp"
-#include "diffuse/timesteps/shift.hpp"
+#include "diffuse/training/checkpoint_files.hpp"
 #include "diffuse/training/feature_cache.hpp"
 #include "diffuse/training/flat_adamw.hpp"
 #include "diffuse/training/lr_schedule.hpp"
+#include "diffuse/training/metrics_file.hpp"
 #include "diffuse/training/precision_choice.hpp"
+#include "diffuse/training/run_records.hpp"
 #include "diffuse/training/shard_pool.hpp"
+#include "diffuse/training/step_randomness.hpp"
+#include "diffuse/training/train_config.hpp"
 
 namespace diffuse::training {
-
-struct TrainConfig {
-  BOOST_HANA_DEFINE_STRUCT(TrainConfig,
-                           (backbone::MMDiTConfig, model),  // in_channels, adm_in, context_in: set from the encoders
-                           (encoders::CaptionEncoderConfig, text),
-                           (std::string, autoencoder_weights),  // for a KL autoencoder slot; "" for pixels
-                           (int, image_size), (int, examples), (std::uint64_t, data_seed), (int, validation_examples),
-                           (int, batch), (double, lr), (int, warmup_steps),
-                           (std::string, lr_decay),  // constant | cosine | linear over the budget, after warmup
-                           (double, weight_decay), (double, grad_clip),
-                           (double, adam_beta1), (double, adam_beta2),  // AdamW's moment decays
-                           (double, ema_decay),
-                           (std::vector<double>, category_weights),  // training mix over the six shapes
-                                                                     // categories; empty: equal shares
-                           (double, drop_rate),  // per conditioning input (context, pooled), independently
-                           (double, timestep_shift),  // SD3 eq. 23 applied to the sampled training t (1: none)
-                           (std::string, precision),  // "f32", "bf16" (mixed: bf16 products, f32 weights) or
-                                                      // "auto" (from the CPU's features: precision_choice.hpp);
-                                                      // a run's config.json records what auto chose
-                           (int, workers),  // threads splitting each batch (one core each); 0: one per usable
-                                            // core; a run's config.json records the number used
-                           (int, steps), (double, minutes),  // budget: minutes > 0 wins
-                           (std::uint64_t, seed), (int, log_every), (int, validate_every), (int, checkpoint_every),
-                           (double, checkpoint_minutes), (std::vector<double>, snapshot_minutes),
-                           (int, sample_steps), (double, sample_cfg), (double, sample_shift),
-                           (std::vector<double>, sample_cfg_interval));  // {lo, hi}: guidance only for t in it
-
-  // The shapes world's default model (docs/training.md says how these were chosen).
-  static TrainConfig shapes_default() {
-    TrainConfig c{};
-    // MLP ratio 2, not the paper's 4: 1.2x the steps in 10 minutes (5561 against ~4300) and a strict
-    // score of 0.31 at 10 minutes against 0.23 for ratio 4 at 4000 steps (means over three noise
-    // seeds; docs/training.md, 2026-11-29)
-    c.model = {4, 128, 2, 4, 3, 0, 64, 64, 8, 2.0, true, {}};
-    c.text = encoders::CaptionEncoderConfig::shapes_default();
-    c.image_size = 32;
-    c.examples = 20000;
-    c.data_seed = 0;
-    c.validation_examples = 64;
-    c.batch = 32;  // 0.160 vs 0.133-0.147 at 64 after 5 minutes (docs/training.md)
-    c.lr = 2e-3;  // EMA val loss 0.074 vs 0.082 for 1e-3 after 5 minutes; 4e-3 no better (docs/training.md)
-    c.warmup_steps = 100;
-    c.lr_decay = "cosine";  // to zero over the budget: 0.733 against 0.703 at 60 minutes (docs/training.md)
-    c.weight_decay = 0.0;
-    c.grad_clip = 1.0;
-    c.adam_beta1 = 0.9;
-    c.adam_beta2 = 0.999;
-    c.ema_decay = 0.999;
-    c.category_weights = {};  // every cached example equally likely: the dataset's equal shares
-    c.drop_rate = 0.316;  // sqrt(0.1): both inputs dropped for ~10% of examples, as SD3's 46.4%^3
-    c.timestep_shift = 1.0;
-    c.precision = "auto";  // bf16 where the CPU's bf16 products are faster (precision_choice.hpp)
-    c.workers = 0;  // 2 on the 2-core CI machine: a step 1.55x faster than the batch on one thread (docs/training.md)
-    c.steps = 2000;
-    c.minutes = 0;
-    c.seed = 0;
-    c.log_every = 20;
-    c.validate_every = 500;  // each costs ~2.7 s here (16 float32 forwards of 64): ~5% of a run at 250
-    c.checkpoint_every = 0;
-    c.checkpoint_minutes = 2.0;
-    c.snapshot_minutes = {};
-    c.sample_steps = 20;
-    c.sample_cfg = 5.5;  // 4 -> 5.5: +0.02-0.03 on two seeds at 60 minutes; at 10 within noise (docs/training.md)
-    c.sample_shift = 1.0;
-    c.sample_cfg_interval = {0.0, 1.0};
-    return c;
-  }
-  void validate() const {
-    auto bad = [](const std::string& m) { throw InputError("train config: " + m); };
-    if (batch < 1) bad("batch must be at least 1");
-    if (examples < batch) bad("examples must be at least batch");
-    if (!(lr > 0) || warmup_steps < 0 || weight_decay < 0 || grad_clip < 0) bad("lr > 0, warmup_steps, weight_decay, grad_clip >= 0");
-    if (!(adam_beta1 >= 0 && adam_beta1 < 1) || !(adam_beta2 >= 0 && adam_beta2 < 1)) bad("adam_beta1 and adam_beta2 must be in [0, 1)");
-    if (!(ema_decay >= 0 && ema_decay < 1)) bad("ema_decay must be in [0, 1)");
-    if (!category_weights.empty()) {
-      if (category_weights.size() != data::all_categories.size())
-        bad("category_weights needs 6 weights (single_object, two_object, counting, colors, position, color_attr)");
-      double total = 0;
-      for (double w : category_weights) {
-        if (!(w >= 0) || !std::isfinite(w)) bad("category_weights must be finite and >= 0");
-        total += w;
-      }
-      if (!(total > 0)) bad("category_weights must not all be 0");
-    }
-    if (!(drop_rate >= 0 && drop_rate <= 1)) bad("drop_rate must be in [0, 1]");
-    if (!(timestep_shift > 0)) bad("timestep_shift must be positive");
-    if (steps < 0 || minutes < 0 || (steps == 0 && minutes == 0)) bad("give steps > 0 or minutes > 0");
-    if (validation_examples < 1) bad("validation_examples must be at least 1");
-    if (image_size < 16) bad("image_size must be at least 16");
-    if (log_every < 1) bad("log_every must be at least 1");
-    if (workers < 0) bad("workers must be >= 0 (0: one per usable core)");
-    if (precision != "f32" && precision != "bf16" && precision != "auto") bad("precision must be f32, bf16 or auto");
-    check_lr_decay(lr_decay, "train config: lr_decay");
-    if (sample_cfg_interval.size() != 2 || !pipeline::valid_cfg_interval(sample_cfg_interval[0], sample_cfg_interval[1]))
-      bad("sample_cfg_interval must be [lo, hi] with 0 <= lo <= hi <= 1");
-  }
-};
-
-struct StepRecord {
-  int step = 0;
-  double loss = 0, grad_norm = 0, lr = 0, seconds = 0;
-};
-
-struct TrainResult {
-  int steps = 0;
-  double seconds = 0, final_loss = 0, val_loss = 0, val_loss_ema = 0;
-  bool resumed = false;
-  std::filesystem::path checkpoint;
-};
-
-struct TrainCallbacks {
-  std::function<void(const std::string&)> log;  // progress lines
-  std::function<bool(int step)> keep_going;      // false stops after this step (with a checkpoint)
-};
-
-namespace trainer_detail {
-
-inline std::uint64_t step_seed(std::uint64_t seed, std::int64_t step) { return data::mix_seed(seed ^ 0x7261696eull, static_cast<std::uint64_t>(step)); }
-
-// The objective's t, then SD3's shift (eq. 23) when `shift` != 1: for a logit-normal(m, s) that is
-// logit-normal(m + log shift, s), so shift < 1 moves training towards the data end, as the
-// paper's resolution rule asks for images with fewer pixels than its base.
-template <class Objective>
-torch::Tensor sample_training_t(const Objective& objective, double shift, std::int64_t n, at::Generator& gen,
-                                const torch::Tensor& like) {
-  const auto t = objective.sample_t(n, gen, like);
-  return shift == 1.0 ? t : timesteps::Shift{shift}(t);
-}
-
-inline void write_text(const std::filesystem::path& p, const std::string& s) {
-  io::AtomicFileWriter w(p);
-  w.write(s.data(), s.size());
-  w.commit();
-}
-
-inline std::vector<std::pair<std::string, torch::Tensor>> named(const torch::nn::Module& m) {
-  std::vector<std::pair<std::string, torch::Tensor>> out;
-  for (const auto& p : m.named_parameters(true)) out.emplace_back(p.key(), p.value());
-  for (const auto& b : m.named_buffers(true)) out.emplace_back(b.key(), b.value());
-  return out;
-}
-
-inline void load_into(torch::nn::Module& m, const std::filesystem::path& file) {
-  io::SafetensorsFile f(file.string());
-  torch::NoGradGuard g;
-  for (auto& [name, t] : named(m)) t.copy_(io::load_tensor(f, name, {t.scalar_type()}));
-}
-
-}  // namespace trainer_detail
 
 // Sampling weights of the shapes examples [first, first + count) for a training mix over the six
 // categories (TrainConfig::category_weights, in data::all_categories order): each example weighs its
@@ -217,16 +75,6 @@ inline torch::Tensor shapes_example_weights(const std::vector<double>& category_
   for (std::int64_t i = 0; i < count; ++i)
     a[i] = category_weights[static_cast<std::size_t>(data::category_of_example(static_cast<std::uint64_t>(first + i)))];
   return w;
-}
-
-// Conditioning dropout (SD3 paper, section 5.3: each text encoder dropped independently, 46.3%):
-// here the context and the pooled vector are dropped independently with probability `rate`
-// (zeros, as at inference), so both are dropped for rate^2 of the examples. Returns the keep masks
-// (1 kept, 0 dropped), each (b) float32.
-inline std::pair<torch::Tensor, torch::Tensor> conditioning_keep_masks(std::int64_t b, double rate, at::Generator& gen) {
-  auto keep = [&] { return (torch::rand({b}, gen) >= rate).to(torch::kFloat32); };
-  auto a = keep();
-  return {a, keep()};
 }
 
 // The fixed evaluation prompts of the sample sheet: two per category, one held-out.
@@ -610,20 +458,7 @@ class Trainer {
     }
     step_ = st["step"].get<int>();
     elapsed_ = st.value("elapsed_seconds", 0.0);
-    // Forget what happened after the checkpoint: those steps are run again.
-    std::vector<std::string> kept;
-    {
-      std::ifstream m(dir_ / "metrics.jsonl");
-      std::string line;
-      while (std::getline(m, line)) {
-        const auto j = nlohmann::json::parse(line, nullptr, false);
-        if (!j.is_discarded() && j.value("step", 0) <= step_)
-          kept.push_back(line);
-      }
-    }
-    std::string text;
-    for (const auto& l : kept) text += l + "\n";
-    trainer_detail::write_text(dir_ / "metrics.jsonl", text);
+    metrics_.forget_after(step_);  // those steps run again
     log("resumed at step " + std::to_string(step_) + " from " + ck.string());
   }
   // Worker threads for the batch's shards (config `workers`; 0: one per usable core, at most one per
@@ -640,11 +475,7 @@ class Trainer {
     pool_ = std::make_unique<ShardPool>(n);
     log("batch split over " + std::to_string(n) + " worker threads (one intra-op thread each)");
   }
-  void metrics_line(const nlohmann::json& j) {  // one open stream, not an open per step
-    if (!metrics_.is_open()) metrics_.open(dir_ / "metrics.jsonl", std::ios::app);
-    metrics_ << j.dump() << "\n";
-    metrics_.flush();
-  }
+  void metrics_line(const nlohmann::json& j) { metrics_.append(j); }
   void log(const std::string& s) const {
     if (cb_.log) cb_.log(s);
   }
@@ -674,7 +505,7 @@ class Trainer {
   std::unique_ptr<ShardPool> pool_;           // null: the whole batch on the calling thread
   int step_ = 0;
   double elapsed_ = 0;
-  std::ofstream metrics_;  // opened after restore() has rewritten the file
+  MetricsFile metrics_{dir_ / "metrics.jsonl"};
 };
 
 }  // namespace diffuse::training
