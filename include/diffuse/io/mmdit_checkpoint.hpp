@@ -123,7 +123,23 @@ inline backbone::MMDiT load_mmdit(const std::string& path, const MMDiTLoadOption
   lo.dtype = opt.dtype;
   lo.device = opt.device;
   auto tensors = read_mmdit_tensors(file, config, lo);
-  backbone::MMDiT model(config, /*init_pos_embed=*/false);
+  // Constructing the modules allocates and initialises every parameter before the file's tensors
+  // replace them; in the loaded dtype that passing cost is half of float32's (SD3-medium in bf16:
+  // a peak of 3.8 instead of 7.6 GiB over the weights). The default dtype is LibTorch's
+  // process-wide setting: it is restored before returning, and nothing else should construct
+  // modules on another thread while a checkpoint loads.
+  const auto loaded = tensors.empty() ? torch::kFloat32 : tensors.front().second.scalar_type();
+  const auto previous = c10::get_default_dtype();
+  if (c10::isFloatingType(loaded)) c10::set_default_dtype(c10::scalarTypeToTypeMeta(loaded));
+  std::optional<backbone::MMDiT> built;
+  try {
+    built.emplace(config, /*init_pos_embed=*/false);
+  } catch (...) {
+    c10::set_default_dtype(previous);
+    throw;
+  }
+  c10::set_default_dtype(previous);
+  auto model = *built;
   torch::NoGradGuard no_grad;
   auto params = model->named_parameters(true);
   auto buffers = model->named_buffers(true);
