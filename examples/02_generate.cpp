@@ -11,21 +11,9 @@
 #include <diffuse/pipeline/images.hpp>
 #include <diffuse/pipeline/sd3_generator.hpp>
 
-using namespace diffuse;
+#include "tiny_model.hpp"
 
-// A tiny model in the all-in-one layout: a 2-block MM-DiT and a narrow VAE, random weights, no text
-// encoders (the generator then conditions on zeros, as for a dropped encoder). Its images are noise.
-std::string write_tiny_model(const std::filesystem::path& dir) {
-  auto cfg = backbone::MMDiTConfig::scaling(2);
-  cfg.pos_embed_max_size = 16;
-  backbone::MMDiT mmdit(cfg);
-  autoencoder::KLAutoencoder vae(autoencoder::KLAutoencoderConfig{32, {1, 1, 1, 1}, 1, 3, 16, 32});
-  auto tensors = io::mmdit_tensors(mmdit, io::KeyLayout::Original, "model.diffusion_model.");
-  for (auto& kv : autoencoder::autoencoder_tensors(vae, false, "first_stage_model.")) tensors.push_back(kv);
-  const auto path = (dir / "tiny_sd3.safetensors").string();
-  io::save_safetensors(path, tensors);
-  return path;
-}
+using namespace diffuse;
 
 int main(int argc, char** argv) {
   configure_threads();
@@ -40,7 +28,7 @@ int main(int argc, char** argv) {
     out = argc > 4 ? argv[4] : "out.png";
   } else {
     const std::filesystem::path dir = argc > 1 ? argv[1] : std::filesystem::temp_directory_path();
-    model = write_tiny_model(dir);
+    model = write_tiny_model(dir, "tiny_sd3_02.safetensors");
     out = (dir / "example_02.png").string();
     request.width = request.height = 64;  // the tiny model's default would be 1024
     request.steps = 4;

@@ -16,22 +16,10 @@
 #include <diffuse/pipeline/sd3_generator.hpp>
 #include <diffuse/training/lora_trainer.hpp>
 
+#include "tiny_model.hpp"
+
 using namespace diffuse;
 namespace fs = std::filesystem;
-
-// A 2-block MM-DiT and a narrow VAE with random weights in the all-in-one layout; no text encoders,
-// so every caption conditions on zeros and the LoRA learns the images' common look.
-std::string write_tiny_model(const fs::path& dir) {
-  auto cfg = backbone::MMDiTConfig::scaling(2);
-  cfg.pos_embed_max_size = 16;
-  backbone::MMDiT mmdit(cfg);
-  autoencoder::KLAutoencoder vae(autoencoder::KLAutoencoderConfig{32, {1, 1, 1, 1}, 1, 3, 16, 32});
-  auto tensors = io::mmdit_tensors(mmdit, io::KeyLayout::Original, "model.diffusion_model.");
-  for (auto& kv : autoencoder::autoencoder_tensors(vae, false, "first_stage_model.")) tensors.push_back(kv);
-  const auto path = (dir / "tiny_sd3.safetensors").string();
-  io::save_safetensors(path, tensors);
-  return path;
-}
 
 // 8 striped images, 64x64, each with a caption file.
 void write_images(const fs::path& dir) {
@@ -56,7 +44,7 @@ int main(int argc, char** argv) {
     model = argv[1], extra.tokenizers = argv[2], data = argv[3], out = argv[4];
   } else {
     const fs::path dir = argc > 1 ? argv[1] : fs::temp_directory_path();
-    model = write_tiny_model(dir);
+    model = write_tiny_model(dir, "tiny_sd3_03.safetensors");
     data = dir / "example_03_images";
     out = dir / "example_03_lora";
     fs::remove_all(out);

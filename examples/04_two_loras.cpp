@@ -11,20 +11,10 @@
 #include <diffuse/pipeline/images.hpp>
 #include <diffuse/pipeline/sd3_generator.hpp>
 
+#include "tiny_model.hpp"
+
 using namespace diffuse;
 namespace fs = std::filesystem;
-
-std::string write_tiny_model(const fs::path& dir) {
-  auto cfg = backbone::MMDiTConfig::scaling(2);
-  cfg.pos_embed_max_size = 16;
-  backbone::MMDiT mmdit(cfg);
-  autoencoder::KLAutoencoder vae(autoencoder::KLAutoencoderConfig{32, {1, 1, 1, 1}, 1, 3, 16, 32});
-  auto tensors = io::mmdit_tensors(mmdit, io::KeyLayout::Original, "model.diffusion_model.");
-  for (auto& kv : autoencoder::autoencoder_tensors(vae, false, "first_stage_model.")) tensors.push_back(kv);
-  const auto path = (dir / "tiny_sd3_04.safetensors").string();
-  io::save_safetensors(path, tensors);
-  return path;
-}
 
 // "FILE:STRENGTH" -> {file, strength} (strength 1 without a colon).
 pipeline::SD3GeneratorOptions::Lora lora_arg(const std::string& s) {
@@ -47,7 +37,7 @@ int main(int argc, char** argv) {
     dir = ".";
   } else {
     dir = argc > 1 ? argv[1] : fs::temp_directory_path();
-    model = write_tiny_model(dir);
+    model = write_tiny_model(dir, "tiny_sd3_04.safetensors");
     // Two LoRAs on the attention of block 0: one written by diffusers / PEFT (to_q's A and B), one
     // by kohya (the fused qkv's lora_down / lora_up / alpha). Hidden size 128 in the tiny model.
     torch::manual_seed(4);
