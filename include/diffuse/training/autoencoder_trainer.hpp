@@ -102,7 +102,7 @@ inline std::pair<double, double> reconstruction_metrics(autoencoder::KLAutoencod
 }
 
 // The batch split over worker threads, one core each (training/shard_pool.hpp; as the diffusion
-// trainer does, docs/training.md): `diffuse vae train` at batch 32 ran 40 steps in 13 s on both
+// trainer does, docs/experiments/training_log.md): `diffuse vae train` at batch 32 ran 40 steps in 13 s on both
 // cores and in 16 s pinned to one, while two pinned runs side by side took 16 s each. Worker 0
 // runs the model, the others replicas whose parameters are views of the model's (the optimizer's
 // update reaches all) with gradients of their own, added to the model's in a fixed order.

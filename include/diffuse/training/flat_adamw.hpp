@@ -4,12 +4,12 @@
 //
 // Why: a small model has ~100 parameter tensors, and LibTorch 1.13's torch::optim::AdamW runs
 // about a dozen operators per tensor per step, clip_grad_norm_ and an EMA another five: ~2000
-// operator calls that took ~15% of the shapes model's training step (docs/training.md). Here the
+// operator calls that took ~15% of the shapes model's training step (docs/experiments/training_log.md). Here the
 // parameters (and their gradients, and the EMA copy) are views into one float32 buffer each, with
 // the same arithmetic as torch::optim::AdamW (tests/training/flat_adamw_test.cpp compares them
 // step by step). On the CPU the whole step (clip scale, moments, bias-corrected update, EMA,
 // zeroing the gradient for the next backward) is one pass over the five buffers instead of ~12
-// operator passes (~5 ms of the shapes model's ~120 ms bf16 step; docs/training.md); other
+// operator passes (~5 ms of the shapes model's ~120 ms bf16 step; docs/experiments/training_log.md); other
 // devices run it as operators.
 #include <algorithm>
 #include <array>

@@ -2,10 +2,10 @@
 // precision "auto": bfloat16 mixed precision where the CPU has bf16 matrix instructions that run
 // faster than its float32 ones, decided from the CPU's features, not from a timing, so the same
 // machine gives the same answer every run (a 0.1 s timing probe gave 1.06x, 1.24x and 2.09x in
-// three runs on one idle AMD EPYC: issue 29, docs/training.md). This header is torch-free.
+// three runs on one idle AMD EPYC: issue 29, docs/experiments/training_log.md). This header is torch-free.
 //
 // The rule follows what Debian's LibTorch 1.13 (oneDNN) measured on the three kinds of machine the
-// project has run on (docs/performance.md, docs/training.md):
+// project has run on (docs/performance.md, docs/experiments/training_log.md):
 //  - AMX-BF16 (Xeons from Sapphire Rapids on): bf16 products 2-3x the float32 rate, the shapes
 //    model's bf16 step 1.7x faster;
 //  - AVX512-BF16 on an AMD CPU: bf16 products 1.9-2.1x on Zen 5 (measured); Zen 4 runs vdpbf16ps

@@ -5,7 +5,7 @@
 // Why: the shapes model's products are small (2432 x 128 x 384 at batch 32), and LibTorch's
 // intra-op threading gains almost nothing on them: on the 2-core CI machine one training pinned to
 // one core ran 7.8 it/s, the same as one training on both cores, while two pinned trainings ran at
-// 7.8 it/s each at the same time (docs/training.md, 2026-11-29). Splitting the batch over the
+// 7.8 it/s each at the same time (docs/experiments/training_log.md, 2026-11-29). Splitting the batch over the
 // cores, one thread each, turns that idle second core into steps.
 //
 // Each worker sets its own intra-op thread count to 1 (LibTorch keeps it per thread for OpenMP) and
