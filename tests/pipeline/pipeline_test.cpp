@@ -283,6 +283,31 @@ TEST_CASE("a batch split over worker threads trains the same model as one thread
   CHECK_THROWS_WITH(training::Trainer<pipeline::SD3PixelRecipe>(d / "bad", c, false), Catch::Contains("workers"));
 }
 
+TEST_CASE("the config's objective string sets the typedef's objective numbers; another type is refused", "[pipeline][training]") {
+  TempDir d;
+  auto c = tiny_config();
+  c.steps = 3;
+  std::vector<double> base, shifted;
+  {
+    training::Trainer<pipeline::SD3PixelRecipe> t(d / "a", c, false);
+    t.run();
+    base = losses(d / "a" / "metrics.jsonl");
+  }
+  c.objective = "rf/lognorm(2.5, 0.3)";  // t near 0.92: mostly noise, another loss per step
+  {
+    training::Trainer<pipeline::SD3PixelRecipe> t(d / "b", c, false);
+    t.run();
+    shifted = losses(d / "b" / "metrics.jsonl");
+  }
+  REQUIRE(base.size() == shifted.size());
+  CHECK(base != shifted);
+  // The model folder records it and loads with it.
+  CHECK(load_config<training::TrainConfig>(d / "b" / "config.json", training::TrainConfig::shapes_default()).objective ==
+        "rf/lognorm(2.5, 0.3)");
+  c.objective = "rf/mode(1.29)";
+  CHECK_THROWS_WITH(training::Trainer<pipeline::SD3PixelRecipe>(d / "c", c, false), Catch::Contains("samples t from logit_normal"));
+}
+
 TEST_CASE("category weights set the training mix; AdamW's betas come from the config", "[pipeline][training]") {
   using training::shapes_example_weights;
   CHECK_FALSE(shapes_example_weights({}, 0, 12).defined());

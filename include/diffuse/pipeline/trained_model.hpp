@@ -41,6 +41,7 @@ class TrainedModel {
       io::SafetensorsFile f(w.string());
       if (const auto it = f.metadata().find("diffuse.step"); it != f.metadata().end()) step_ = std::stoi(it->second);
     }
+    if (!config_.objective.empty()) objective_ = training::objective_from_spec<typename P::objective_type>(config_.objective);
     model_ = backbone::MMDiT(P::backbone_type::configure(config_.model));
     training::trainer_detail::load_into(*model_, w);
     model_->eval();

@@ -15,13 +15,16 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/Parallel.h>
 #include <torch/types.h>
 
 #include "diffuse/core/error.hpp"
+#include "diffuse/io/safetensors.hpp"
 #include "diffuse/nn/cpu_lanes.hpp"
 
 namespace diffuse::training {
@@ -221,5 +224,14 @@ class FlatAdamW {
   double grad_scale_ = 1;             // clip coefficient for the next step
   std::int64_t zeroed_at_version_;    // grad_'s version when it last held zeros
 };
+
+// The optimizer state of a checkpoint file (FlatAdamW::state() saved as safetensors), read back.
+inline void load_adamw_state(FlatAdamW& opt, const std::filesystem::path& file) {
+  io::SafetensorsFile f(file.string());
+  std::vector<std::pair<std::string, torch::Tensor>> st;
+  for (const char* name : {"exp_avg", "exp_avg_sq", "step"})
+    if (f.contains(name)) st.emplace_back(name, io::load_tensor(f, name));
+  opt.load_state(st, file.string());
+}
 
 }  // namespace diffuse::training

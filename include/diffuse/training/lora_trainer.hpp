@@ -382,12 +382,7 @@ class LoraTrainer {
         p->copy_(v);
       }
     }
-    const auto file = (dir_ / "state" / "optimizer.safetensors").string();
-    io::SafetensorsFile of(file);
-    std::vector<std::pair<std::string, torch::Tensor>> os;
-    for (const char* name : {"exp_avg", "exp_avg_sq", "step"})
-      if (of.contains(name)) os.emplace_back(name, io::load_tensor(of, name));
-    opt_->load_state(os, file);
+    load_adamw_state(*opt_, dir_ / "state" / "optimizer.safetensors");
     step_ = st["step"].get<int>();
     elapsed_ = st.value("elapsed_seconds", 0.0);
     metrics_.forget_after(step_);  // those steps run again

@@ -30,6 +30,8 @@ struct TrainConfig {
                            (std::vector<double>, category_weights),  // training mix over the six shapes
                                                                      // categories; empty: equal shares
                            (double, drop_rate),  // per conditioning input (context, pooled), independently
+                           (std::string, objective),  // e.g. "rf/lognorm(0.5, 0.6)": the pipeline's objective type
+                                                      // with these numbers (objective_spec.hpp); "": its defaults
                            (double, timestep_shift),  // SD3 eq. 23 applied to the sampled training t (1: none)
                            (std::string, precision),  // "f32", "bf16" (mixed: bf16 products, f32 weights) or
                                                       // "auto" (from the CPU's features: precision_choice.hpp);
@@ -66,6 +68,7 @@ struct TrainConfig {
     c.ema_decay = 0.999;
     c.category_weights = {};  // every cached example equally likely: the dataset's equal shares
     c.drop_rate = 0.316;  // sqrt(0.1): both inputs dropped for ~10% of examples, as SD3's 46.4%^3
+    c.objective = "";  // rf/lognorm(0, 1), the SD3 paper's choice
     c.timestep_shift = 1.0;
     c.precision = "auto";  // bf16 where the CPU's bf16 products are faster (precision_choice.hpp)
     c.workers = 0;  // 2 on the 2-core CI machine: a step 1.55x faster than the batch on one thread (docs/experiments/training_log.md)

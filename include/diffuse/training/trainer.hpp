@@ -55,6 +55,7 @@
 #include "diffuse/training/flat_adamw.hpp"
 #include "diffuse/training/lr_schedule.hpp"
 #include "diffuse/training/metrics_file.hpp"
+#include "diffuse/training/objective_spec.hpp"
 #include "diffuse/training/precision_choice.hpp"
 #include "diffuse/training/run_records.hpp"
 #include "diffuse/training/shard_pool.hpp"
@@ -109,6 +110,7 @@ class Trainer {
       c_ = saved;
     }
     c_.validate();
+    if (!c_.objective.empty()) objective_ = objective_from_spec<typename P::objective_type>(c_.objective);
     fs::create_directories(dir_);
     log("recipe: " + P::describe());
     if (!resume) {
@@ -448,14 +450,7 @@ class Trainer {
       if (!fs::is_regular_file(ck / f)) throw InputError((ck / f).string() + ": checkpoint file missing");
     trainer_detail::load_into(*model_, ck / "model.safetensors");
     trainer_detail::load_into(*ema_, ck / "ema.safetensors");
-    {
-      const auto file = (ck / "optimizer.safetensors").string();
-      io::SafetensorsFile f(file);
-      std::vector<std::pair<std::string, torch::Tensor>> st;
-      for (const char* name : {"exp_avg", "exp_avg_sq", "step"})
-        if (f.contains(name)) st.emplace_back(name, io::load_tensor(f, name));
-      opt_->load_state(st, file);
-    }
+    load_adamw_state(*opt_, ck / "optimizer.safetensors");
     step_ = st["step"].get<int>();
     elapsed_ = st.value("elapsed_seconds", 0.0);
     metrics_.forget_after(step_);  // those steps run again
