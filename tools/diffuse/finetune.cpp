@@ -3,10 +3,7 @@
 // folder (training/lora_trainer.hpp). Writes the LoRA in the diffusers and kohya layouts.
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "finetune.hpp"
 #include "diffuse/core/torch_compat.hpp"

@@ -71,7 +71,6 @@ void run_generate(const GenerateOptions& o) {
   std::string lora_text;  // for the PNG: file name:strength, in order
   for (const auto& arg : o.loras) {
     const auto l = parse_lora_arg(arg);
-    if (!std::filesystem::is_regular_file(l.path)) throw InputError("--lora " + l.path + ": no such file");
     go.loras.push_back({l.path, l.strength});
     lora_text += (lora_text.empty() ? "" : ", ") + std::filesystem::path(l.path).filename().string() + ":" +
                  std::to_string(l.strength);

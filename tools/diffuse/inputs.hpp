@@ -2,6 +2,7 @@
 // Named input tensors of the `diffuse` subcommands (files laid out like the reference test vectors).
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <optional>
 #include <string>
 
@@ -30,7 +31,7 @@ inline std::optional<nn::WeightLayout> parse_weight_layout(const std::string& s)
 }
 
 // --lora FILE[:STRENGTH]: a LoRA file and its strength (default 1). The strength is what follows
-// the last ':' when that is a number, so paths with ':' still work.
+// the last ':' when that is a number, so paths with ':' still work. The file must exist.
 struct LoraArg {
   std::string path;
   double strength = 1.0;
@@ -47,6 +48,7 @@ inline LoraArg parse_lora_arg(const std::string& s) {
     }
   }
   if (a.path.empty()) throw InputError("--lora: give FILE or FILE:STRENGTH");
+  if (!std::filesystem::is_regular_file(a.path)) throw InputError("--lora " + a.path + ": no such file");
   return a;
 }
 

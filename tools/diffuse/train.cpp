@@ -80,7 +80,6 @@ template <class M>
 void add_loras(M& m, const std::vector<std::string>& args) {
   for (const auto& arg : args) {
     const auto l = parse_lora_arg(arg);
-    if (!fs::is_regular_file(l.path)) throw InputError("--lora " + l.path + ": no such file");
     m.add_lora(l.path, l.strength);
     std::fprintf(stderr, "LoRA %s at strength %g\n", l.path.c_str(), l.strength);
   }

@@ -333,11 +333,10 @@ class LoraTrainer {
         log(std::string("skipped: ") + e.what());
       }
     }
-    if constexpr (requires { data.skipped(); })
-      for (const auto& s : data.skipped()) {
-        skipped_.insert(skipped_.begin(), s);
-        log("skipped: " + s.file + ": " + s.reason);
-      }
+    if constexpr (requires { data.skipped(); }) {  // what the dataset's own scan skipped comes first, in its order
+      for (const auto& s : data.skipped()) log("skipped: " + s.file + ": " + s.reason);
+      skipped_.insert(skipped_.begin(), data.skipped().begin(), data.skipped().end());
+    }
     torch::NoGradGuard g;
     std::vector<double> weights;
     for (std::size_t k = 0; k < buckets.size(); ++k) {
