@@ -4,6 +4,7 @@
 // of the bf16 weights.
 //   ./bench_sd3_random_checkpoints DIR --mmdit-bf16      (writes DIR/mmdit.safetensors, 4.2 GB)
 //   ./bench_lora_step DIR/mmdit.safetensors [--targets attention|all-linear] [--rank 64] [--repeats 2]
+//                     [--recompute-every N]   (every N-th block recomputed in the backward; 0: none)
 // A step: forward with autograd, the rectified-flow loss, backward into the adapters only, AdamW on
 // the adapters (float32). Run once per target set: each process's peak is its own.
 #include <sys/resource.h>
@@ -29,17 +30,19 @@ double peak_gib() {  // ru_maxrss: peak resident set, KiB on Linux
 int main(int argc, char** argv) {
   diffuse::tune_runtime(argv);
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s MMDIT.safetensors [--targets attention|all-linear] [--rank 64] [--repeats 2]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s MMDIT.safetensors [--targets attention|all-linear] [--rank 64] [--repeats 2] [--recompute-every N]\n",
+                 argv[0]);
     return 2;
   }
   std::string file = argv[1], targets = "attention";
-  int rank = 64, repeats = 2;
+  int rank = 64, repeats = 2, recompute_every = 0;
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
     const std::string v = i + 1 < argc ? argv[i + 1] : "";
     if (a == "--targets") targets = v, ++i;
     else if (a == "--rank") rank = std::stoi(v), ++i;
     else if (a == "--repeats") repeats = std::stoi(v), ++i;
+    else if (a == "--recompute-every") recompute_every = std::stoi(v), ++i;
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
@@ -80,6 +83,7 @@ int main(int argc, char** argv) {
     for (auto& p : a->parameters()) params.push_back(p), n += p.numel();
   training::FlatAdamW opt(params, {});
   model->train();
+  model->recompute_every = recompute_every;
   const double step = best_of([&] {
     opt.zero_grad();
     const auto loss = (model->forward(x, t, y, ctx).to(torch::kFloat32) - target).pow(2).mean();
@@ -88,7 +92,8 @@ int main(int argc, char** argv) {
     opt.step(1e-4);
   });
   const double peak = peak_gib();
-  std::printf("targets %s, rank %d: %zu adapters, %.1fM trained parameters\n", targets.c_str(), rank, adapters.size(), n / 1e6);
+  std::printf("targets %s, rank %d, recompute every %d blocks: %zu adapters, %.1fM trained parameters\n", targets.c_str(), rank,
+              recompute_every, adapters.size(), n / 1e6);
   std::printf("forward %.2f s; LoRA step %.2f s = %.2fx the forward (target <= 2.5x)\n", forward, step, step / forward);
   std::printf("peak memory %.2f GiB = %.2fx the bf16 weights (target <= 1.3x); after the forward %.2f GiB\n", peak,
               peak / (weight_bytes / (1 << 30)), peak_forward);

@@ -8,6 +8,7 @@
 #include <set>
 #include <vector>
 
+#include <torch/autograd.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/container/modulelist.h>
@@ -17,6 +18,7 @@
 
 #include "diffuse/backbone/mmdit_config.hpp"
 #include "diffuse/core/format.hpp"
+#include "diffuse/core/torch_compat.hpp"
 #include "diffuse/nn/attention.hpp"
 #include "diffuse/nn/embeddings.hpp"
 #include "diffuse/nn/mlp.hpp"
@@ -127,6 +129,48 @@ class JointBlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(JointBlock);
 
+// Activation recomputation for a joint block (gradient checkpointing, Chen et al. 2016): the
+// forward keeps only the block's inputs; the backward runs the block again with autograd on and
+// backpropagates through that, so the block's activations live during its own backward only.
+// Time for one more forward of the block. `trigger` is an empty tensor that requires grad, so
+// the node is recorded even when no input does (LoRA: frozen embedders, adapters inside the block).
+struct RecomputedJointBlock : torch::autograd::Function<RecomputedJointBlock> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& context,
+                                                const torch::Tensor& x, const torch::Tensor& c, const torch::Tensor& trigger,
+                                                JointBlockImpl* block) {
+    (void)trigger;
+    ctx->save_for_backward({context, x, c});
+    ctx->saved_data["block"] = reinterpret_cast<std::int64_t>(block);
+    ctx->saved_data["autocast"] = cpu_autocast_enabled();
+    ctx->saved_data["grads"] = c10::List<bool>({context.requires_grad(), x.requires_grad(), c.requires_grad()});
+    // The forward as the backward will redo it (some kernels take another path without autograd or
+    // for inputs that need no gradient): autograd on, inputs cut from the graph but marked as
+    // before; the block's graph is dropped at once with the outputs' detach.
+    torch::AutoGradMode on(true);
+    auto out = block->forward(context.detach().requires_grad_(context.requires_grad()),
+                              x.detach().requires_grad_(x.requires_grad()), c.detach().requires_grad_(c.requires_grad()));
+    return {out.context.detach(), out.x.detach()};
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grad) {
+    const auto saved = ctx->get_saved_variables();
+    const auto needs = ctx->saved_data["grads"].toBoolList();
+    auto* block = reinterpret_cast<JointBlockImpl*>(ctx->saved_data["block"].toInt());
+    std::vector<torch::Tensor> in;
+    for (std::size_t i = 0; i < 3; ++i) in.push_back(saved[i].detach().requires_grad_(needs[i]));
+    torch::autograd::variable_list outs, grads;
+    {
+      torch::AutoGradMode on(true);
+      CpuAutocast amp(ctx->saved_data["autocast"].toBool());
+      const auto out = block->forward(in[0], in[1], in[2]);
+      for (const auto& [o, g] : {std::pair{out.context, grad[0]}, std::pair{out.x, grad[1]}})
+        if (o.defined() && g.defined() && o.requires_grad()) outs.push_back(o), grads.push_back(g);
+    }
+    if (!outs.empty()) torch::autograd::backward(outs, grads);
+    return {needs[0] ? in[0].grad() : torch::Tensor(), needs[1] ? in[1].grad() : torch::Tensor(),
+            needs[2] ? in[2].grad() : torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
 class FinalLayerImpl : public torch::nn::Module {
  public:
   explicit FinalLayerImpl(const MMDiTConfig& c) {
@@ -187,9 +231,18 @@ class MMDiTImpl : public torch::nn::Module {
     const auto c = t_emb + y_emb;
     auto ctx = nn::rowwise_linear(context_embedder, context);  // (B, L, D)
     if (trace) *trace = {xe, pe, t_emb, y_emb, c, ctx, {}, {}, {}};
+    const bool recording = at::GradMode::is_enabled() && recompute_every > 0 && !trace;
+    const auto trigger = recording ? torch::empty({0}, torch::requires_grad()) : torch::Tensor();
     for (int i = 0; i < config_.depth; ++i) {
       if (skip_layers.count(i)) continue;
-      auto out = joint_blocks[i]->as<JointBlock>()->forward(ctx, tokens, c);
+      auto* block = joint_blocks[i]->as<JointBlock>();
+      if (recording && i % recompute_every == 0 && i != config_.depth - 1) {  // the last block's context output is empty
+        const auto out = RecomputedJointBlock::apply(ctx, tokens, c, trigger, block);
+        ctx = out[0];
+        tokens = out[1];
+        continue;
+      }
+      auto out = block->forward(ctx, tokens, c);
       ctx = out.context;
       tokens = out.x;
       if (trace) {
@@ -201,6 +254,10 @@ class MMDiTImpl : public torch::nn::Module {
     if (trace) trace->final_layer = fl;
     return nn::unpatchify(fl, h, w, p, config_.out_ch());
   }
+
+  // Training memory: with autograd on, every recompute_every-th joint block (0, k, 2k, ...; not the
+  // last) keeps only its inputs and is run again in the backward (RecomputedJointBlock). 0: none.
+  int recompute_every = 0;
 
   nn::PatchEmbed x_embedder{nullptr};
   nn::TimestepEmbedder t_embedder{nullptr};

@@ -43,6 +43,15 @@ inline int configure_threads(int threads = 0) {
 
 // Mixed precision on the CPU: inside the guard, matrix products and convolutions run in bfloat16
 // (oneDNN; AMX where the CPU has it) while parameters, reductions and the loss stay float32.
+// Whether CPU autocast (bf16 products) is on in this thread.
+inline bool cpu_autocast_enabled() {
+#if DIFFUSE_TORCH_2
+  return at::autocast::is_autocast_enabled(at::kCPU);
+#else
+  return at::autocast::is_cpu_enabled();
+#endif
+}
+
 class CpuAutocast {
  public:
   explicit CpuAutocast(bool enabled) : enabled_(enabled) {
