@@ -138,24 +138,14 @@ class SD3TextConditioning {
     return {c.context, c.pooled};
   }
 
-  // Training-time dropout, each encoder independently with probability `rate`: its slices of the
-  // context (CLIP-L / CLIP-G columns of the first 77 tokens, or the T5 tokens) and of the pooled
-  // vector become zeros, as if the encoder were absent.
+  // Training-time dropout, each encoder independently with probability `rate`
+  // (sampling::drop_sd3_encoders).
   void apply_dropout(torch::Tensor& context, torch::Tensor& pooled, double rate, at::Generator& gen) const {
-    const auto b = context.size(0);
-    const auto& s = options_.shape;
-    auto keep = [&] { return (torch::rand({b}, gen) >= rate).to(context.scalar_type()); };
-    const auto kl = keep(), kg = keep(), kt = keep();
-    context = context.clone();
-    pooled = pooled.clone();
-    auto clip = context.narrow(1, 0, s.clip_tokens);
-    clip.narrow(2, 0, s.clip_l_width).mul_(kl.view({b, 1, 1}));
-    clip.narrow(2, s.clip_l_width, s.clip_g_width).mul_(kg.view({b, 1, 1}));
-    context.narrow(1, s.clip_tokens, context.size(1) - s.clip_tokens).mul_(kt.view({b, 1, 1}));
-    pooled.narrow(1, 0, s.clip_l_width).mul_(kl.view({b, 1}));
-    pooled.narrow(1, s.clip_l_width, s.clip_g_width).mul_(kg.view({b, 1}));
+    sampling::drop_sd3_encoders(context, pooled, options_.shape, rate, gen);
   }
   double drop_rate() const { return options_.drop_rate; }
+  // Widths and token counts of the assembled features (T5's: the configured length).
+  const sampling::SD3ConditioningShape& shape() const { return options_.shape; }
 
   int width() const { return static_cast<int>(options_.shape.t5_width); }  // context width
   int pooled_width() const { return static_cast<int>(options_.shape.clip_l_width + options_.shape.clip_g_width); }

@@ -227,6 +227,10 @@ class SD3Generator {
     const auto mean = (o_.vae_tiling ? autoencoder::encode_tiled(ae, img) : ae->encode(img)).mean;
     return autoencoder::SD3LatentFormat{}.process_in(mean.to(torch::kFloat32)).to(torch::kCPU);
   }
+  // Per-encoder dropout of features encode_text gave (sampling::drop_sd3_encoders).
+  void apply_dropout(torch::Tensor& context, torch::Tensor& pooled, double rate, at::Generator& gen) const {
+    sampling::drop_sd3_encoders(context, pooled, text_shape_, rate, gen);
+  }
   int pixel_multiple() { return 8 * static_cast<int>(mmdit()->config().patch); }
   int native_resolution() const { return defaults_.width; }
   double training_shift() const { return defaults_.shift; }
@@ -317,7 +321,10 @@ class SD3Generator {
   // With release_stages the encoders are loaded one at a time (T5-XXL alone is 19 GB in float32),
   // each dropped after use; otherwise the whole stack stays loaded.
   encoders::TextFeatures encode_text_stages(const std::vector<std::string>& texts) {
-    if (!o_.release_stages) return text().encode(texts);
+    if (!o_.release_stages) {
+      text_shape_ = text().shape();
+      return text().encode(texts);
+    }
     const auto to = text_options();
     sampling::EncoderOutputs parts;
     // One encoder per pass: only that field of the sources is set.
@@ -339,6 +346,7 @@ class SD3Generator {
     if (parts.clip_l_hidden) shape.clip_l_width = parts.clip_l_hidden->size(2);
     if (parts.clip_g_hidden) shape.clip_g_width = parts.clip_g_hidden->size(2);
     shape.t5_tokens = parts.t5_hidden ? parts.t5_hidden->size(1) : (o_.t5_length > 0 ? o_.t5_length : 77);
+    text_shape_ = shape;
     const auto c = sampling::assemble_sd3_conditioning(parts, static_cast<std::int64_t>(texts.size()), shape);
     return {c.context, c.pooled};
   }
@@ -397,6 +405,7 @@ class SD3Generator {
   SD3GeneratorOptions o_;
   SD3Defaults defaults_;
   std::optional<encoders::SD3TextConditioning> text_;
+  sampling::SD3ConditioningShape text_shape_;  // of the last encode_text_stages
   std::optional<backbone::MMDiT> mmdit_;
   std::optional<autoencoder::KLAutoencoder> vae_;
 };

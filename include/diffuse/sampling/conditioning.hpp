@@ -6,6 +6,7 @@
 // training-time encoder dropout is believed to look), so a caller can drop an encoder at inference.
 #include <optional>
 
+#include <ATen/core/Generator.h>
 #include <torch/types.h>
 
 #include "diffuse/core/error.hpp"
@@ -45,6 +46,26 @@ inline Conditioning assemble_sd3_conditioning(const EncoderOutputs& e, std::int6
   const auto pooled = torch::cat({get(e.clip_l_pooled, {batch, s.clip_l_width}, "CLIP-L pooled"),
                                   get(e.clip_g_pooled, {batch, s.clip_g_width}, "CLIP-G pooled")}, -1);
   return {torch::cat({lg, t5}, 1), pooled};  // (B, 77 + T, 4096), (B, 2048)
+}
+
+// Training-time encoder dropout (SD3 paper, section 5.3: each of the three encoders dropped
+// independently, 46.4% each): with probability `rate` per example and encoder, that encoder's
+// slices of an assembled context (CLIP-L / CLIP-G columns of the first clip_tokens tokens, or the
+// T5 tokens after them) and of the pooled vector become zeros, as if it were absent. Returns new
+// tensors; the inputs are left as they are.
+inline void drop_sd3_encoders(torch::Tensor& context, torch::Tensor& pooled, const SD3ConditioningShape& s, double rate,
+                              at::Generator& gen) {
+  const auto b = context.size(0);
+  auto keep = [&] { return (torch::rand({b}, gen) >= rate).to(context.scalar_type()); };
+  const auto kl = keep(), kg = keep(), kt = keep();
+  context = context.clone();
+  pooled = pooled.clone();
+  auto clip = context.narrow(1, 0, s.clip_tokens);
+  clip.narrow(2, 0, s.clip_l_width).mul_(kl.view({b, 1, 1}));
+  clip.narrow(2, s.clip_l_width, s.clip_g_width).mul_(kg.view({b, 1, 1}));
+  context.narrow(1, s.clip_tokens, context.size(1) - s.clip_tokens).mul_(kt.view({b, 1, 1}));
+  pooled.narrow(1, 0, s.clip_l_width).mul_(kl.view({b, 1}));
+  pooled.narrow(1, s.clip_l_width, s.clip_g_width).mul_(kg.view({b, 1}));
 }
 
 }  // namespace diffuse::sampling
