@@ -13,6 +13,7 @@
 #include "diffuse/pipeline/sd3_generator.hpp"
 #include "diffuse/pipeline/trained_model.hpp"
 #include "diffuse/training/lora_trainer.hpp"
+#include "pipeline/checker_folder.hpp"
 #include "pipeline/tiny_sd3.hpp"
 #include "test_util.hpp"
 
@@ -24,26 +25,6 @@ using Catch::Matchers::Contains;
 static_assert(training::LoraBase<pipeline::SD3Generator>);
 static_assert(training::LoraBase<pipeline::TrainedModel<pipeline::SD3PixelRecipe>>);
 static_assert(training::LoraBase<pipeline::TrainedModel<pipeline::SD3Recipe>>);
-
-// 8 captioned images: 4 square (64x64), 4 wide (96x48); colour blocks whose colour the caption
-// names. One more image has no caption.
-void write_folder(const std::filesystem::path& d) {
-  std::filesystem::create_directories(d);
-  const std::vector<std::pair<std::string, std::array<std::uint8_t, 3>>> colours = {
-      {"red", {220, 30, 30}}, {"green", {30, 200, 60}}, {"blue", {40, 60, 220}}, {"yellow", {230, 220, 40}}};
-  int k = 0;
-  for (const auto& [w, h] : {std::pair{64, 64}, std::pair{96, 48}})
-    for (const auto& [name, rgb] : colours) {
-      io::RGBImage img = xt::zeros<std::uint8_t>({static_cast<std::size_t>(h), static_cast<std::size_t>(w), std::size_t{3}});
-      for (int y = 0; y < h; ++y)
-        for (int x = 0; x < w; ++x)
-          for (int c = 0; c < 3; ++c) img(y, x, c) = (x / 16 + y / 16) % 2 ? rgb[c] : static_cast<std::uint8_t>(rgb[c] / 3);
-      const auto stem = "img" + std::to_string(k++);
-      io::write_png(d / (stem + ".png"), img);
-      std::ofstream(d / (stem + ".txt")) << "a " << name << " checkerboard";
-    }
-  io::write_png(d / "uncaptioned.png", xt::zeros<std::uint8_t>({std::size_t{16}, std::size_t{16}, std::size_t{3}}));
-}
 
 pipeline::GenerateRequest request() {
   pipeline::GenerateRequest r;
@@ -59,7 +40,7 @@ TEST_CASE("LoRA fine-tuning of a tiny SD3 checkpoint on an image folder: the los
   test::TinySD3 m;
   test::TempDir work;
   const auto data = work / "data", out = work / "lora";
-  write_folder(data);
+  test::write_checker_folder(data);
   pipeline::SD3ModelFiles tok;
   tok.tokenizers = m.tok();
   const auto files = pipeline::find_sd3_model(m.all(), tok);
@@ -74,6 +55,19 @@ TEST_CASE("LoRA fine-tuning of a tiny SD3 checkpoint on an image folder: the los
   training::LoraTrainResult r;
   {
     pipeline::SD3Generator base(files, f32);
+    {  // the base's per-encoder dropout (the trainer's drop_rate): rate 1 zeroes every encoder, 0 none
+      const auto f = base.encode_text({"a red checkerboard", "a blue checkerboard"});
+      auto ctx = f.context, pooled = f.pooled;
+      auto gen = at::detail::createCPUGenerator(1);
+      base.apply_dropout(ctx, pooled, 1.0, gen);
+      CHECK(ctx.abs().max().item<double>() == 0);
+      CHECK(pooled.abs().max().item<double>() == 0);
+      CHECK(f.context.abs().max().item<double>() > 0);  // the inputs are left as they were
+      ctx = f.context, pooled = f.pooled;
+      base.apply_dropout(ctx, pooled, 0.0, gen);
+      CHECK(torch::equal(ctx, f.context));
+      CHECK(torch::equal(pooled, f.pooled));
+    }
     const data::ImageFolder folder(data);
     training::LoraTrainer<pipeline::SD3Objective, pipeline::SD3Generator> trainer(base, folder, out, c, false, cb);
     CHECK(trainer.examples() == 8);
@@ -140,7 +134,7 @@ TEST_CASE("LoRA fine-tuning of a tiny SD3 checkpoint on an image folder: the los
   res = test::run_cli(base_args + " --steps 3");  // the folder holds a run
   CHECK(res.exit_code == 2);
   CHECK_THAT(res.err, Contains("already holds a LoRA training run"));
-  res = test::run_cli("train --data " + data.string() + " --out " + (work / "x").string());
+  res = test::run_cli("train --data " + data.string() + " --lora-rank 4 --out " + (work / "x").string());
   CHECK(res.exit_code == 2);
   CHECK_THAT(res.err, Contains("need --init MODEL"));
   std::filesystem::create_directories(work / "empty");

@@ -46,6 +46,7 @@ void run_lora_train(const LoraOptions& o) {
   if (o.shift > 0) c.timestep_shift = o.shift;
   if (o.seed_set) c.seed = o.seed;
   if (o.checkpoint_every >= 0) c.checkpoint_every = o.checkpoint_every;
+  if (o.recompute_every >= 0) c.recompute_every = o.recompute_every;
   if (o.steps > 0) c.steps = o.steps, c.minutes = 0;
   if (o.minutes > 0) c.minutes = o.minutes;
   c.validate();
@@ -93,19 +94,23 @@ void run_lora_train(const LoraOptions& o) {
 void add_lora_train_options(CLI::App& cmd, std::shared_ptr<LoraOptions> l) {
   cmd.add_option("--init", l->init,
                  "LoRA fine-tuning: the base model, a `diffuse train` folder or an SD3 checkpoint `diffuse generate` reads");
-  cmd.add_option("--data", l->data, "with --init: a folder of images (png, jpg, webp) with .txt captions or a metadata.jsonl");
+  cmd.add_option("--data", l->data, "a folder of images (png, jpg, webp, bmp) with .txt captions or a metadata.jsonl: fine-tuned on with --init, "
+                  "else a new model is trained on it");
   cmd.add_option("--lora-rank", l->rank, "with --init: LoRA rank (default 16)");
   cmd.add_option("--lora-alpha", l->alpha, "with --init: LoRA alpha; scale = alpha / rank (default: the rank)");
   cmd.add_option("--lora-targets", l->targets, "with --init: attention (default), all-linear, or module-name suffixes")
       ->delimiter(',');
-  cmd.add_option("--resolution", l->resolution, "with --init: bucket resolution in pixels (default: the base's)");
-  cmd.add_option("--batch", l->batch, "with --init: images per step (default 1)");
-  cmd.add_option("--lr", l->lr, "with --init: learning rate (default 1e-4)");
-  cmd.add_option("--objective", l->objective, "with --init: e.g. \"rf/lognorm(0, 1)\" (the default)");
-  cmd.add_option("--shift", l->shift, "with --init: timestep shift of the training t (default: the base's)");
+  cmd.add_option("--resolution", l->resolution, "bucket resolution in pixels (default: the base's with --init, else the config's image_size)");
+  cmd.add_option("--batch", l->batch, "images per step (default 1 with --init, else the config's)");
+  cmd.add_option("--lr", l->lr, "learning rate (default 1e-4 with --init, else the config's)");
+  cmd.add_option("--objective", l->objective, "the objective's numbers, e.g. \"rf/lognorm(0, 1)\" (the default)");
+  cmd.add_option("--shift", l->shift, "timestep shift of the training t (default: the base's with --init, else the config's)");
   cmd.add_option("--checkpoint-every", l->checkpoint_every, "with --init: write the LoRA files every N steps (0: at the end)");
+  cmd.add_option("--recompute-every", l->recompute_every,
+                 "with --init: every N-th MM-DiT block keeps only its inputs and is run again in the backward (less "
+                 "memory, more time; 0: none, the default)");
   cmd.add_option("--dtype", l->dtype, "with --init and an SD3 checkpoint: base weights in bf16 or f32")->capture_default_str();
-  cmd.add_option("--tokenizers", l->tokenizers, "with --init and an SD3 checkpoint: tokenizer folder (as for generate)");
+  cmd.add_option("--tokenizers", l->tokenizers, "tokenizer folder for SD3's text stack (--init with an SD3 checkpoint, or --encoders; as for generate)");
 }
 
 }  // namespace diffuse::cli

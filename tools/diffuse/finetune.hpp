@@ -15,14 +15,14 @@ namespace diffuse::cli {
 struct LoraOptions {
   std::string init, data, out, config, objective, dtype = "bf16", tokenizers;
   std::vector<std::string> targets;
-  int rank = 0, resolution = 0, batch = 0, steps = 0, checkpoint_every = -1;
+  int rank = 0, resolution = 0, batch = 0, steps = 0, checkpoint_every = -1, recompute_every = -1;
   double alpha = 0, lr = 0, shift = 0, minutes = 0;
   bool resume = false, seed_set = false;
   std::uint64_t seed = 0;
-  // Whether an option that only LoRA fine-tuning reads was given.
-  bool any_lora_option() const {
-    return !data.empty() || !objective.empty() || !tokenizers.empty() || !targets.empty() || rank > 0 || resolution > 0 ||
-           batch > 0 || checkpoint_every >= 0 || alpha > 0 || lr > 0 || shift > 0 || dtype != "bf16";
+  // Whether an option that only LoRA fine-tuning reads was given (the others serve training from
+  // scratch too: --data, --resolution, --batch, --lr, --objective, --shift, --tokenizers).
+  bool any_lora_only_option() const {
+    return !targets.empty() || rank > 0 || checkpoint_every >= 0 || recompute_every >= 0 || alpha > 0 || dtype != "bf16";
   }
 };
 

@@ -15,7 +15,10 @@ template <class F>
 void with_recipe(const std::string& name, F&& f) {
   if (name == "sd3-pixels") f.template operator()<pipeline::SD3PixelRecipe>();
   else if (name == "sd3") f.template operator()<pipeline::SD3Recipe>();
-  else throw InputError("--recipe must be sd3-pixels (SD3's recipe on pixels, the shapes default) or sd3 (with a KL autoencoder)");
+  else if (name == "sd3-text-stack") f.template operator()<pipeline::SD3TextStackRecipe>();
+  else
+    throw InputError("--recipe must be sd3-pixels (SD3's recipe on pixels, the shapes default), sd3 (with a KL autoencoder) "
+                     "or sd3-text-stack (SD3's released text encoders and VAE)");
 }
 
 // The recipe name of a `diffuse train` folder, from its recipe.txt.
@@ -25,6 +28,7 @@ inline std::string recipe_of(const std::filesystem::path& dir) {
   if (!in || !std::getline(in, line)) throw InputError((dir / "recipe.txt").string() + ": missing (is this a `diffuse train --out` folder?)");
   if (line == pipeline::SD3PixelRecipe::describe()) return "sd3-pixels";
   if (line == pipeline::SD3Recipe::describe()) return "sd3";
+  if (line == pipeline::SD3TextStackRecipe::describe()) return "sd3-text-stack";
   throw InputError((dir / "recipe.txt").string() + ": a recipe this program does not include: " + line);
 }
 

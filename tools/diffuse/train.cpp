@@ -17,6 +17,7 @@
 #include "diffuse/core/torch_compat.hpp"
 #include "diffuse/eval/shapes_eval.hpp"
 #include "diffuse/io/png.hpp"
+#include "diffuse/pipeline/sd3_generator.hpp"
 #include "diffuse/pipeline/trained_model.hpp"
 #include "diffuse/training/trainer.hpp"
 #include "progress.hpp"
@@ -27,7 +28,8 @@ namespace {
 namespace fs = std::filesystem;
 
 struct TrainOptions {
-  std::string config, out = "out/shapes", recipe = "sd3-pixels", autoencoder;
+  std::string config, out = "out/shapes", recipe = "sd3-pixels", autoencoder, encoders;
+  LoraOptions shared;  // the options training from scratch shares with fine-tuning (--data, --lr, ...)
   int steps = 0;
   double minutes = 0;
   bool resume = false, seed_set = false;
@@ -40,9 +42,11 @@ void run_train(const TrainOptions& o) {
   if (o.resume) {
     // The run's own config.json (its precision, workers and budget as decided at its start); only
     // the budget may be changed.
-    if (!o.config.empty() || o.seed_set || !o.autoencoder.empty())
-      throw InputError("--resume continues the run in " + o.out + " with its saved config.json; --config, --seed and "
-                       "--autoencoder cannot change it (--steps / --minutes can)");
+    const auto& d = o.shared;
+    if (!o.config.empty() || o.seed_set || !o.autoencoder.empty() || !o.encoders.empty() || !d.data.empty() ||
+        !d.objective.empty() || !d.tokenizers.empty() || d.resolution > 0 || d.batch > 0 || d.lr > 0 || d.shift > 0)
+      throw InputError("--resume continues the run in " + o.out + " with its saved config.json; only --steps / --minutes "
+                       "can change it");
     const auto saved = fs::path(o.out) / "config.json";
     if (!fs::is_regular_file(saved)) throw InputError(saved.string() + ": missing (is this a `diffuse train --out` folder?)");
     c = load_config<training::TrainConfig>(saved, training::TrainConfig::shapes_default());
@@ -50,11 +54,27 @@ void run_train(const TrainOptions& o) {
     c = o.config.empty() ? training::TrainConfig::shapes_default()
                          : load_config<training::TrainConfig>(o.config, training::TrainConfig::shapes_default());
     if (o.seed_set) c.seed = o.seed;
+    const auto& d = o.shared;
+    if (!d.data.empty()) c.data = d.data;
+    if (d.resolution > 0) c.image_size = d.resolution;
+    if (d.batch > 0) c.batch = d.batch;
+    if (d.lr > 0) c.lr = d.lr;
+    if (!d.objective.empty()) c.objective = d.objective;
+    if (d.shift > 0) c.timestep_shift = d.shift;
+    if (!o.encoders.empty()) {  // a released SD3 model's frozen text encoders and VAE
+      const auto f = pipeline::find_sd3_model(o.encoders);
+      c.text_stack.clip_l = f.clip_l, c.text_stack.clip_g = f.clip_g, c.text_stack.t5 = f.t5;
+      c.text_stack.tokenizers = f.tokenizers;
+      c.autoencoder_weights = f.vae;
+    }
+    if (!d.tokenizers.empty()) c.text_stack.tokenizers = d.tokenizers;
     if (!o.autoencoder.empty()) c.autoencoder_weights = o.autoencoder;
   }
   if (o.steps > 0) c.steps = o.steps, c.minutes = 0;
   if (o.minutes > 0) c.minutes = o.minutes;
   const std::string recipe = o.resume ? recipe_of(o.out) : o.recipe;
+  if (!o.resume && recipe == "sd3-text-stack" && c.text_stack.t5.empty() && c.text_stack.clip_l.empty() && c.text_stack.clip_g.empty())
+    throw InputError("--recipe sd3-text-stack trains on SD3's released text encoders and VAE: give --encoders MODEL");
   with_recipe(recipe, [&]<class P>() {
     training::TrainCallbacks cb;
     cb.log = [](const std::string& s) { std::fprintf(stderr, "%s\n", s.c_str()); };
@@ -197,7 +217,8 @@ void run_eval(const EvalOptions& o) {
 
 void add_train(CLI::App& app) {
   auto t = std::make_shared<TrainOptions>();
-  auto* cmd = app.add_subcommand("train", "Train a text-to-image model on the shapes world (no arguments: the default model), or fine-tune one with LoRA (--init)");
+  auto* cmd = app.add_subcommand("train", "Train a text-to-image model on the shapes world (no arguments: the default model) or an "
+                                          "image folder (--data), or fine-tune one with LoRA (--init)");
   cmd->add_option("--config", t->config,
                   "TrainConfig JSON; keys it lacks keep the shapes defaults (docs/training.md); with --init a LoraTrainConfig "
                   "(docs/finetune.md)");
@@ -207,19 +228,28 @@ void add_train(CLI::App& app) {
   cmd->add_flag("--resume", t->resume,
                 "continue the run in --out from its last checkpoint, with its saved config and budget "
                 "(unless --steps / --minutes)");
-  cmd->add_option("--recipe", t->recipe, "pipeline: sd3-pixels (default) or sd3 (needs --autoencoder)")->capture_default_str();
+  cmd->add_option("--recipe", t->recipe,
+                  "pipeline: sd3-pixels (default), sd3 (needs --autoencoder) or sd3-text-stack (needs --encoders)")
+      ->capture_default_str();
   cmd->add_option("--autoencoder", t->autoencoder, "KL autoencoder weights for --recipe sd3 (`diffuse vae train`)");
+  cmd->add_option("--encoders", t->encoders,
+                  "a released SD3 model (all-in-one .safetensors or diffusers folder) whose text encoders and VAE a new "
+                  "MM-DiT trains on, frozen (implies --recipe sd3-text-stack)");
   cmd->add_option("--seed", t->seed, "seed (overrides the config)")->each([t](const std::string&) { t->seed_set = true; });
   auto l = std::make_shared<LoraOptions>();
   add_lora_train_options(*cmd, l);
   cmd->callback([t, l, cmd] {
     if (l->init.empty()) {
-      if (l->any_lora_option()) throw InputError("--data, --lora-* and the other fine-tuning options need --init MODEL");
+      if (l->any_lora_only_option())
+        throw InputError("--lora-rank, --lora-alpha, --lora-targets, --dtype, --checkpoint-every and --recompute-every are LoRA fine-tuning "
+                         "options: they need --init MODEL");
+      if (!t->encoders.empty() && !cmd->count("--recipe")) t->recipe = "sd3-text-stack";
+      t->shared = *l;
       run_train(*t);
       return;
     }
-    if (cmd->count("--recipe") || !t->autoencoder.empty())
-      throw InputError("--init fine-tunes the model it names: --recipe and --autoencoder do not apply");
+    if (cmd->count("--recipe") || !t->autoencoder.empty() || !t->encoders.empty())
+      throw InputError("--init fine-tunes the model it names: --recipe, --autoencoder and --encoders do not apply");
     auto o = *l;
     o.out = cmd->count("--out") ? t->out : std::string();
     o.config = t->config, o.steps = t->steps, o.minutes = t->minutes, o.resume = t->resume;

@@ -22,7 +22,7 @@ class FrozenKL {
     if (weights.empty())
       throw InputError("the pipeline's autoencoder is a KL autoencoder: give its weights (autoencoder_weights; "
                        "`diffuse vae train` makes one for the shapes world)");
-    vae_ = load_autoencoder(weights);
+    vae_ = load_autoencoder(weights, torch::kFloat32);  // released files store float16: encode float32 images
     vae_->eval();
     for (auto& p : vae_->parameters()) p.set_requires_grad(false);
     fingerprint_ = std::string(Format::name) + ":" + Fingerprint().add_file(weights).hex();

@@ -42,7 +42,7 @@ inline torch::Tensor seeded_noise(std::int64_t n, std::int64_t c, std::int64_t h
 
 // Returns images (B, 3, H, W) in [-1, 1].
 template <class P>
-torch::Tensor generate(backbone::MMDiT& model, const typename P::conditioning_type& cond,
+torch::Tensor generate(typename P::backbone_type::module_type& model, const typename P::conditioning_type& cond,
                        const typename P::autoencoder_type& ae, const typename P::sampler_type& sampler,
                        const typename P::objective_type& objective, const std::vector<std::string>& prompts,
                        const GenerateOptions& o) {

@@ -21,6 +21,7 @@
 #include "diffuse/autoencoder/pixel_space.hpp"
 #include "diffuse/backbone/mmdit_backbone.hpp"
 #include "diffuse/encoders/caption_conditioning.hpp"
+#include "diffuse/encoders/sd3_text_conditioning.hpp"
 #include "diffuse/process/rectified_flow.hpp"
 #include "diffuse/sampling/scheduled_sampler.hpp"
 #include "diffuse/timesteps/logit_normal.hpp"
@@ -113,5 +114,10 @@ using SD3Recipe = Pipeline<SD3Objective, encoders::CaptionConditioning, backbone
 // The same recipe on pixels: the shapes world's default model (32 x 32 images).
 using SD3PixelRecipe = Pipeline<SD3Objective, encoders::CaptionConditioning, backbone::MMDiTBackbone<backbone::QKNorm::RMS>,
                                 autoencoder::PixelSpace, EulerWithShift>;
+
+// SD3's recipe with its released frozen encoders: CLIP-L, OpenCLIP bigG and T5-XXL (text_stack in the
+// train config) and the 16-channel KL autoencoder (autoencoder_weights), a new MM-DiT trained on them.
+using SD3TextStackRecipe = Pipeline<SD3Objective, encoders::SD3TextConditioning, backbone::MMDiTBackbone<backbone::QKNorm::RMS>,
+                                    autoencoder::FrozenKL<autoencoder::SD3LatentFormat>, EulerWithShift>;
 
 }  // namespace diffuse::pipeline

@@ -20,11 +20,12 @@ namespace diffuse::pipeline {
 template <class P>
 class TrainedModel {
  public:
+  using Module = typename P::backbone_type::module_type;
   // `weights`: empty for the EMA of the checkpoint named by state.json.
   explicit TrainedModel(const std::filesystem::path& dir, const std::filesystem::path& weights = {})
       : dir_(dir),
         config_(load_checked_config(dir)),
-        cond_(P::conditioning_type::load(dir)),
+        cond_(training::open_conditioning<typename P::conditioning_type>(dir, config_)),
         ae_(config_.autoencoder_weights),
         model_(nullptr) {
     std::filesystem::path w = weights;
@@ -42,7 +43,7 @@ class TrainedModel {
       if (const auto it = f.metadata().find("diffuse.step"); it != f.metadata().end()) step_ = std::stoi(it->second);
     }
     if (!config_.objective.empty()) objective_ = training::objective_from_spec<typename P::objective_type>(config_.objective);
-    model_ = backbone::MMDiT(P::backbone_type::configure(config_.model));
+    model_ = Module(P::backbone_type::configure(config_.model));
     training::trainer_detail::load_into(*model_, w);
     model_->eval();
     hash_ = Fingerprint().add_file(w).hex();
@@ -53,7 +54,7 @@ class TrainedModel {
   const std::string& model_hash() const { return hash_; }
   const std::filesystem::path& weights() const { return weights_; }
   int step() const { return step_; }
-  backbone::MMDiT& backbone() { return model_; }
+  Module& backbone() { return model_; }
 
   // Merges a LoRA file (io/lora_file.hpp, either layout) into the weights at `strength`; the
   // model hash then covers it too.
@@ -65,6 +66,11 @@ class TrainedModel {
   // What the LoRA fine-tuner (training/lora_trainer.hpp) needs of a base model.
   encoders::TextFeatures encode_text(const std::vector<std::string>& texts) const { return cond_.encode(texts); }
   torch::Tensor encode_images(const torch::Tensor& images) const { return ae_.encode(images); }
+  void apply_dropout(torch::Tensor& context, torch::Tensor& pooled, double rate, at::Generator& gen) const
+    requires requires(const typename P::conditioning_type& c, torch::Tensor& t, at::Generator& g) { c.apply_dropout(t, t, 0.0, g); }
+  {
+    cond_.apply_dropout(context, pooled, rate, gen);
+  }
   int pixel_multiple() const { return ae_.factor() * static_cast<int>(config_.model.patch); }
   int native_resolution() const { return config_.image_size; }
   double training_shift() const { return config_.timestep_shift; }
@@ -89,7 +95,7 @@ class TrainedModel {
   typename P::conditioning_type cond_;
   typename P::autoencoder_type ae_;
   typename P::objective_type objective_{};
-  backbone::MMDiT model_;
+  Module model_;
   std::string hash_;
   int step_ = 0;
 };

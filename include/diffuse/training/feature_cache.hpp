@@ -15,10 +15,12 @@
 #include <torch/types.h>
 
 #include "diffuse/core/hash.hpp"
+#include "diffuse/data/image_folder.hpp"
 #include "diffuse/data/shapes_dataset.hpp"
 #include "diffuse/encoders/caption_encoder.hpp"
 #include "diffuse/io/safetensors.hpp"
 #include "diffuse/pipeline/images.hpp"
+#include "diffuse/training/bucketed_features.hpp"
 
 namespace diffuse::training {
 
@@ -99,6 +101,52 @@ FeatureCache open_feature_cache(const std::filesystem::path& dir, const ShapesDa
   if (c.latents.size(0) != s.count || c.context.size(0) != s.count || c.pooled.size(0) != s.count)
     throw InputError(c.path + ": feature cache holds " + std::to_string(c.latents.size(0)) + " examples, expected " +
                      std::to_string(s.count));
+  return c;
+}
+
+struct FolderFeatureCache {
+  std::string key, path;
+  BucketedFeatures features;  // zero-copy views of the cache file; `skipped` is empty when it was read back
+};
+
+// An image folder's features in its buckets (training/bucketed_features.hpp), from the cache in
+// `dir`, built first when absent. The key covers the encoders, the buckets, and each item's file
+// name, size, modification time and caption: editing, adding or removing an image or a caption
+// builds a new cache.
+template <class Conditioning, class Autoencoder>
+FolderFeatureCache open_folder_feature_cache(const std::filesystem::path& dir, const data::ImageFolder& folder,
+                                             const std::vector<data::Bucket>& buckets, const Conditioning& cond,
+                                             const Autoencoder& ae, const std::function<void(const std::string&)>& log = {}) {
+  namespace fs = std::filesystem;
+  Fingerprint fp;
+  fp.add("diffuse-folder-features-v1").add(cond.fingerprint()).add(ae.fingerprint());
+  for (const auto& b : buckets) fp.add(std::to_string(b.width) + "x" + std::to_string(b.height));
+  for (std::size_t i = 0; i < folder.size(); ++i) {
+    std::error_code ec;
+    const auto size = fs::file_size(folder.file(i), ec);
+    const auto time = fs::last_write_time(folder.file(i), ec).time_since_epoch().count();
+    fp.add(fs::relative(folder.file(i), folder.dir(), ec).generic_string()).add(std::to_string(size)).add(std::to_string(time));
+    fp.add(folder.caption(i));
+  }
+  FolderFeatureCache c;
+  c.key = fp.hex();
+  const auto path = dir / ("features-" + c.key + ".safetensors");
+  c.path = path.string();
+  std::vector<data::SkippedFile> skipped;
+  if (!fs::is_regular_file(path)) {
+    fs::create_directories(dir);
+    auto f = encode_in_buckets(
+        folder, buckets, [&](const torch::Tensor& images) { return ae.encode(images); },
+        [&](const std::vector<std::string>& captions) { return cond.encode(captions); }, log, "train");
+    save_bucketed_features(path, f, {{"diffuse.cache_key", c.key}, {"diffuse.skipped", std::to_string(f.skipped.size())}});
+    skipped = std::move(f.skipped);
+  }
+  io::SafetensorsFile f(c.path);
+  const auto it = f.metadata().find("diffuse.cache_key");
+  if (it == f.metadata().end() || it->second != c.key)
+    throw InputError(c.path + ": feature cache key does not match its name (delete the file to rebuild it)");
+  c.features = load_bucketed_features(f);
+  c.features.skipped = std::move(skipped);
   return c;
 }
 

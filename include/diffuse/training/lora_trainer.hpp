@@ -46,6 +46,7 @@
 #include "diffuse/io/safetensors.hpp"
 #include "diffuse/nn/lora.hpp"
 #include "diffuse/timesteps/shift.hpp"
+#include "diffuse/training/bucketed_features.hpp"
 #include "diffuse/training/checkpoint_files.hpp"
 #include "diffuse/training/flat_adamw.hpp"
 #include "diffuse/training/lr_schedule.hpp"
@@ -81,10 +82,13 @@ struct LoraTrainConfig {
                            (double, max_aspect),  // buckets' widest aspect ratio
                            (int, batch), (double, lr), (int, warmup_steps), (std::string, lr_decay),
                            (double, weight_decay), (double, grad_clip),
-                           (double, drop_rate),  // context and pooled dropped independently (zeros), for CFG
+                           (double, drop_rate),  // for CFG: each text encoder dropped independently (zeros)
+                                                 // where the base has SD3's stack; else context and pooled
                            (std::string, precision),  // f32 | bf16 | auto, for a float32 base (autocast)
                            (int, steps), (double, minutes), (std::uint64_t, seed), (int, log_every),
                            (int, checkpoint_every),  // steps; 0: only at the end
+                           (int, recompute_every),  // every N-th MM-DiT block recomputed in the backward
+                                                    // (backbone::RecomputedJointBlock): memory for time; 0: none
                            (std::string, base_model));  // what was fine-tuned (a record, not read back)
 
   // diffusers' SD3 LoRA script's defaults where it has them (rank 4 there; 16 here as kohya's
@@ -93,7 +97,7 @@ struct LoraTrainConfig {
     return {.objective = "rf/lognorm(0, 1)", .timestep_shift = 0, .rank = 16, .alpha = 0, .targets = {"attention"},
             .resolution = 0, .max_aspect = 2.0, .batch = 1, .lr = 1e-4, .warmup_steps = 0, .lr_decay = "constant",
             .weight_decay = 1e-4, .grad_clip = 1.0, .drop_rate = 0.0, .precision = "auto", .steps = 500, .minutes = 0,
-            .seed = 0, .log_every = 10, .checkpoint_every = 100, .base_model = ""};
+            .seed = 0, .log_every = 10, .checkpoint_every = 100, .recompute_every = 0, .base_model = ""};
   }
   void validate() const {
     auto bad = [](const std::string& m) { throw InputError("LoRA training: " + m); };
@@ -108,7 +112,7 @@ struct LoraTrainConfig {
     if (!(timestep_shift >= 0)) bad("timestep_shift must be >= 0 (0: the base model's)");
     if (precision != "f32" && precision != "bf16" && precision != "auto") bad("precision must be f32, bf16 or auto");
     if (steps < 0 || minutes < 0 || (steps == 0 && minutes == 0)) bad("give steps > 0 or minutes > 0");
-    if (log_every < 1 || checkpoint_every < 0) bad("log_every >= 1, checkpoint_every >= 0");
+    if (log_every < 1 || checkpoint_every < 0 || recompute_every < 0) bad("log_every >= 1, checkpoint_every >= 0, recompute_every >= 0");
     check_lr_decay(lr_decay, "LoRA training: lr_decay");
   }
 };
@@ -137,6 +141,7 @@ class LoraTrainer {
     if (resume) {
       auto saved = load_config<LoraTrainConfig>(dir_ / "lora_config.json", LoraTrainConfig::defaults());
       saved.steps = c_.steps, saved.minutes = c_.minutes;
+      saved.recompute_every = c_.recompute_every;  // memory, not the run's arithmetic: as given now
       c_ = saved;
     }
     if (c_.alpha == 0) c_.alpha = c_.rank;
@@ -153,6 +158,7 @@ class LoraTrainer {
     autocast_ = dtype_ == torch::kFloat32 && c_.precision == "bf16";
     torch::manual_seed(c_.seed);
     adapters_ = nn::add_lora_adapters(*model, c_.targets, c_.rank, c_.alpha);
+    model->recompute_every = c_.recompute_every;
     std::vector<torch::Tensor> params;
     std::int64_t n = 0;
     for (auto& [name, a] : adapters_)
@@ -172,7 +178,7 @@ class LoraTrainer {
   const std::vector<data::SkippedFile>& skipped() const { return skipped_; }
   std::vector<std::pair<data::Bucket, std::int64_t>> bucket_counts() const {
     std::vector<std::pair<data::Bucket, std::int64_t>> out;
-    for (const auto& b : buckets_) out.emplace_back(b.bucket, b.x0.size(0));
+    for (const auto& b : buckets_) out.emplace_back(b.bucket, b.latents.size(0));
     return out;
   }
 
@@ -182,13 +188,17 @@ class LoraTrainer {
     auto gen = at::detail::createCPUGenerator(trainer_detail::step_seed(c_.seed ^ 0x6c6f7261ull, step_));
     const auto bi = torch::multinomial(bucket_weights_, 1, true, gen).template item<std::int64_t>();
     const auto& b = buckets_[static_cast<std::size_t>(bi)];
-    const auto idx = torch::randint(b.x0.size(0), {c_.batch}, gen, torch::kLong);
-    const auto x0 = b.x0.index_select(0, idx);
+    const auto idx = torch::randint(b.latents.size(0), {c_.batch}, gen, torch::kLong);
+    const auto x0 = b.latents.index_select(0, idx);
     auto ctx = b.context.index_select(0, idx), pooled = b.pooled.index_select(0, idx);
     if (c_.drop_rate > 0) {
-      const auto [keep_ctx, keep_pooled] = conditioning_keep_masks(c_.batch, c_.drop_rate, gen);
-      ctx = ctx * keep_ctx.view({c_.batch, 1, 1});
-      pooled = pooled * keep_pooled.view({c_.batch, 1});
+      if constexpr (requires { base_.apply_dropout(ctx, pooled, c_.drop_rate, gen); }) {
+        base_.apply_dropout(ctx, pooled, c_.drop_rate, gen);  // per encoder (SD3's text stack)
+      } else {
+        const auto [keep_ctx, keep_pooled] = conditioning_keep_masks(c_.batch, c_.drop_rate, gen);
+        ctx = ctx * keep_ctx.view({c_.batch, 1, 1});
+        pooled = pooled * keep_pooled.view({c_.batch, 1});
+      }
     }
     const auto t = trainer_detail::sample_training_t(objective_, c_.timestep_shift, c_.batch, gen, x0);
     const auto noise = torch::randn(x0.sizes(), gen, torch::TensorOptions().dtype(torch::kFloat32));
@@ -216,9 +226,9 @@ class LoraTrainer {
     std::int64_t count = 0;
     for (const auto& b : buckets_) {
       auto gen = at::detail::createCPUGenerator(c_.seed ^ 0x666974ull);
-      for (std::int64_t lo = 0; lo < b.x0.size(0); lo += 8) {
-        const auto n = std::min<std::int64_t>(8, b.x0.size(0) - lo);
-        const auto x0 = b.x0.narrow(0, lo, n);
+      for (std::int64_t lo = 0; lo < b.latents.size(0); lo += 8) {
+        const auto n = std::min<std::int64_t>(8, b.latents.size(0) - lo);
+        const auto x0 = b.latents.narrow(0, lo, n);
         for (int k = 0; k < 8; ++k) {
           const auto t = torch::full({n}, (k + 0.5) / 8.0);
           const auto noise = torch::randn(x0.sizes(), gen, torch::TensorOptions().dtype(torch::kFloat32));
@@ -292,11 +302,6 @@ class LoraTrainer {
   }
 
  private:
-  struct BucketData {
-    data::Bucket bucket;
-    torch::Tensor x0, context, pooled;  // float32, one row per example
-  };
-
   // Per-example loss of the base + adapters on (x0, noise, t) with the given conditioning.
   torch::Tensor loss_of(const torch::Tensor& x0, const torch::Tensor& noise, const torch::Tensor& t, const torch::Tensor& ctx,
                         const torch::Tensor& pooled) {
@@ -312,57 +317,16 @@ class LoraTrainer {
 
   template <class Data>
   void encode(const Data& data) {
-    // Buckets whose patch grid fits the MM-DiT's positional table (P x P patches): the crop the
-    // model makes for a bucket must lie inside it.
-    const int multiple = base_.pixel_multiple(), table = base_.backbone()->config().pos_embed_max_size;
-    if (c_.resolution / multiple > table)
-      throw InputError("LoRA training: resolution " + std::to_string(c_.resolution) + " needs " +
-                       std::to_string(c_.resolution / multiple) + " patches a side; the model's positional table has " +
-                       std::to_string(table));
-    std::vector<data::Bucket> buckets;
-    for (const auto& b : data::aspect_buckets(c_.resolution, multiple, c_.max_aspect))
-      if (b.width / multiple <= table && b.height / multiple <= table) buckets.push_back(b);
-    std::vector<std::vector<std::pair<io::RGBImage, std::string>>> by_bucket(buckets.size());
-    for (std::size_t i = 0; i < data.size(); ++i) {
-      try {
-        auto img = data.image(i);
-        const auto k = data::nearest_bucket(buckets, static_cast<int>(img.shape(1)), static_cast<int>(img.shape(0)));
-        by_bucket[k].emplace_back(data::fit_to_bucket(img, buckets[k]), data.caption(i));
-      } catch (const InputError& e) {
-        skipped_.push_back({"item " + std::to_string(i), e.what()});
-        log(std::string("skipped: ") + e.what());
-      }
-    }
-    if constexpr (requires { data.skipped(); }) {  // what the dataset's own scan skipped comes first, in its order
-      for (const auto& s : data.skipped()) log("skipped: " + s.file + ": " + s.reason);
-      skipped_.insert(skipped_.begin(), data.skipped().begin(), data.skipped().end());
-    }
-    torch::NoGradGuard g;
-    std::vector<double> weights;
-    for (std::size_t k = 0; k < buckets.size(); ++k) {
-      if (by_bucket[k].empty()) continue;
-      BucketData b{buckets[k], {}, {}, {}};
-      std::vector<torch::Tensor> x0, ctx, pooled;
-      for (std::size_t lo = 0; lo < by_bucket[k].size(); lo += 8) {
-        const auto hi = std::min(by_bucket[k].size(), lo + 8);
-        std::vector<torch::Tensor> imgs;
-        std::vector<std::string> caps;
-        for (std::size_t i = lo; i < hi; ++i) imgs.push_back(io::from_rgb(by_bucket[k][i].first)), caps.push_back(by_bucket[k][i].second);
-        x0.push_back(base_.encode_images(torch::stack(imgs)).to(torch::kFloat32));
-        const auto f = base_.encode_text(caps);
-        ctx.push_back(f.context.to(torch::kFloat32)), pooled.push_back(f.pooled.to(torch::kFloat32));
-      }
-      b.x0 = torch::cat(x0), b.context = torch::cat(ctx), b.pooled = torch::cat(pooled);
-      examples_ += static_cast<std::size_t>(b.x0.size(0));
-      weights.push_back(static_cast<double>(b.x0.size(0)));
-      log("bucket " + std::to_string(b.bucket.width) + "x" + std::to_string(b.bucket.height) + ": " +
-          std::to_string(b.x0.size(0)) + " images");
-      buckets_.push_back(std::move(b));
-    }
-    if (buckets_.empty())
-      throw InputError("LoRA training: no usable images (" + std::to_string(skipped_.size()) + " skipped" +
-                       (skipped_.empty() ? std::string() : ", first: " + skipped_.front().file + ": " + skipped_.front().reason) + ")");
-    bucket_weights_ = torch::tensor(weights, torch::kFloat64);
+    const auto buckets = usable_buckets(c_.resolution, base_.pixel_multiple(), base_.backbone()->config().pos_embed_max_size,
+                                        c_.max_aspect, "LoRA training");
+    auto f = encode_in_buckets(
+        data, buckets, [&](const torch::Tensor& images) { return base_.encode_images(images); },
+        [&](const std::vector<std::string>& caps) { return base_.encode_text(caps); }, [&](const std::string& s) { log(s); },
+        "LoRA training");
+    examples_ = static_cast<std::size_t>(f.examples());
+    bucket_weights_ = f.weights();
+    buckets_ = std::move(f.buckets);
+    skipped_ = std::move(f.skipped);
   }
 
   void restore() {
@@ -419,7 +383,7 @@ class LoraTrainer {
   LoraTrainConfig c_;
   TrainCallbacks cb_;
   Objective objective_{};
-  std::vector<BucketData> buckets_;
+  std::vector<FeatureBucket> buckets_;
   torch::Tensor bucket_weights_;
   std::vector<data::SkippedFile> skipped_;
   std::size_t examples_ = 0;

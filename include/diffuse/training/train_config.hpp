@@ -16,12 +16,27 @@
 
 namespace diffuse::training {
 
+// The released SD3 text encoders for a pipeline whose conditioning slot is SD3's text stack
+// (encoders::SD3TextConditioning): weight files (one file may hold several, as SD3's all-in-one
+// checkpoint; empty: that encoder absent, zeros in its place), the tokenizers' folder and T5's
+// token count. Unused by the shapes caption encoder, which is trained with the model.
+struct TextStackFiles {
+  BOOST_HANA_DEFINE_STRUCT(TextStackFiles, (std::string, clip_l), (std::string, clip_g), (std::string, t5),
+                           (std::string, tokenizers), (int, t5_length));
+};
+
 struct TrainConfig {
   BOOST_HANA_DEFINE_STRUCT(TrainConfig,
                            (backbone::MMDiTConfig, model),  // in_channels, adm_in, context_in: set from the encoders
-                           (encoders::CaptionEncoderConfig, text),
+                           (encoders::CaptionEncoderConfig, text),  // a caption-encoder conditioning slot
+                           (TextStackFiles, text_stack),  // an SD3-text-stack conditioning slot
                            (std::string, autoencoder_weights),  // for a KL autoencoder slot; "" for pixels
-                           (int, image_size), (int, examples), (std::uint64_t, data_seed), (int, validation_examples),
+                           (std::string, data),  // "": the shapes world; else a folder of captioned images
+                                                 // (data/image_folder.hpp), cut to aspect-ratio buckets
+                           (int, image_size),  // shapes: the images' side; a folder: the buckets' resolution
+                           (double, max_aspect),  // a folder's widest bucket ratio
+                           (int, examples), (std::uint64_t, data_seed),  // the shapes examples
+                           (int, validation_examples),
                            (int, batch), (double, lr), (int, warmup_steps),
                            (std::string, lr_decay),  // constant | cosine | linear over the budget, after warmup
                            (double, weight_decay), (double, grad_clip),
@@ -42,7 +57,9 @@ struct TrainConfig {
                            (std::uint64_t, seed), (int, log_every), (int, validate_every), (int, checkpoint_every),
                            (double, checkpoint_minutes), (std::vector<double>, snapshot_minutes),
                            (int, sample_steps), (double, sample_cfg), (double, sample_shift),
-                           (std::vector<double>, sample_cfg_interval));  // {lo, hi}: guidance only for t in it
+                           (std::vector<double>, sample_cfg_interval),  // {lo, hi}: guidance only for t in it
+                           (std::vector<std::string>, sample_prompts));  // the sample sheet's; empty: the
+                                                                        // shapes sheet, or a folder's first 12 captions  // {lo, hi}: guidance only for t in it
 
   // The shapes world's default model (docs/experiments/training_log.md says how these were chosen).
   static TrainConfig shapes_default() {
@@ -53,7 +70,10 @@ struct TrainConfig {
     c.model = {.depth = 4, .hidden = 128, .heads = 2, .patch = 4, .in_channels = 3, .out_channels = 0, .adm_in = 64,
                .context_in = 64, .pos_embed_max_size = 8, .mlp_ratio = 2.0, .qk_norm = true, .x_self_attn_layers = {}};
     c.text = encoders::CaptionEncoderConfig::shapes_default();
+    c.text_stack = {.clip_l = "", .clip_g = "", .t5 = "", .tokenizers = "", .t5_length = 77};  // the paper's 77 T5 tokens
+    c.data = "";
     c.image_size = 32;
+    c.max_aspect = 2.0;
     c.examples = 20000;
     c.data_seed = 0;
     c.validation_examples = 64;
@@ -84,12 +104,13 @@ struct TrainConfig {
     c.sample_cfg = 5.5;  // 4 -> 5.5: +0.02-0.03 on two seeds at 60 minutes; at 10 within noise (docs/experiments/training_log.md)
     c.sample_shift = 1.0;
     c.sample_cfg_interval = {0.0, 1.0};
+    c.sample_prompts = {};
     return c;
   }
   void validate() const {
     auto bad = [](const std::string& m) { throw InputError("train config: " + m); };
     if (batch < 1) bad("batch must be at least 1");
-    if (examples < batch) bad("examples must be at least batch");
+    if (data.empty() && examples < batch) bad("examples must be at least batch");
     if (!(lr > 0) || warmup_steps < 0 || weight_decay < 0 || grad_clip < 0) bad("lr > 0, warmup_steps, weight_decay, grad_clip >= 0");
     if (!(adam_beta1 >= 0 && adam_beta1 < 1) || !(adam_beta2 >= 0 && adam_beta2 < 1)) bad("adam_beta1 and adam_beta2 must be in [0, 1)");
     if (!(ema_decay >= 0 && ema_decay < 1)) bad("ema_decay must be in [0, 1)");
@@ -108,6 +129,8 @@ struct TrainConfig {
     if (steps < 0 || minutes < 0 || (steps == 0 && minutes == 0)) bad("give steps > 0 or minutes > 0");
     if (validation_examples < 1) bad("validation_examples must be at least 1");
     if (image_size < 16) bad("image_size must be at least 16");
+    if (!(max_aspect >= 1)) bad("max_aspect must be at least 1");
+    if (text_stack.t5_length < 0) bad("text_stack.t5_length must be >= 0 (0: as the reference)");
     if (log_every < 1) bad("log_every must be at least 1");
     if (workers < 0) bad("workers must be >= 0 (0: one per usable core)");
     if (precision != "f32" && precision != "bf16" && precision != "auto") bad("precision must be f32, bf16 or auto");

@@ -1,11 +1,14 @@
 #pragma once
-// Training a pipeline's model from its precomputed features (training/feature_cache.hpp):
+// Training a pipeline's model (the backbone slot's module_type) from its precomputed features
+// (training/feature_cache.hpp): the shapes world, or a folder of captioned images in aspect-ratio
+// buckets with batches of one bucket (training/bucketed_features.hpp); the conditioning slot
+// learned with the model or SD3's released text stack (training/conditioning_setup.hpp).
 // AdamW with linear warmup and an optional decay over the budget (training/lr_schedule.hpp), on
 // flat buffers with gradient clipping and EMA weights (training/flat_adamw.hpp), per-input
-// conditioning dropout (for
-// classifier-free guidance), a NaN/inf guard, validation loss on a fixed held-out batch over a
-// fixed t grid (the SD3 paper's model-selection signal, section 5.3.2), atomic resumable
-// checkpoints, metrics as JSON lines, and loss-curve and sample-grid PNGs.
+// conditioning dropout (for classifier-free guidance; per encoder where the policy knows its
+// encoders), a NaN/inf guard, validation loss on a fixed batch over a fixed t grid (the SD3
+// paper's model-selection signal, section 5.3.2), atomic resumable checkpoints, metrics as JSON
+// lines, and loss-curve and sample-grid PNGs.
 //
 // Reproducibility: everything random in step s (batch indices, t, noise, dropout) comes from a
 // generator seeded by (seed, s), and the checkpoint holds the weights, the EMA and the optimizer
@@ -19,7 +22,7 @@
 // The model folder:
 //   config.json                  the TrainConfig
 //   recipe.txt                   the pipeline type, described
-//   tokenizer.model, text_encoder.safetensors   the conditioning encoder (frozen)
+//   tokenizer.model, text_encoder.safetensors   a learned conditioning encoder (frozen)
 //   state.json                   step, elapsed time and the current checkpoint folder (written last)
 //   ckpt-NNNNNNN/                model.safetensors, ema.safetensors (MM-DiT key layout),
 //                                optimizer.safetensors (AdamW moments and step)
@@ -43,6 +46,7 @@
 
 #include "diffuse/core/config.hpp"
 #include "diffuse/core/torch_compat.hpp"
+#include "diffuse/data/image_folder.hpp"
 #include "diffuse/data/shapes_dataset.hpp"
 #include "diffuse/eval/plot.hpp"
 #include "diffuse/io/atomic_file.hpp"
@@ -50,7 +54,9 @@
 #include "diffuse/io/png.hpp"
 #include "diffuse/pipeline/generate.hpp"
 #include "diffuse/pipeline/images.hpp"
+#include "diffuse/training/bucketed_features.hpp"
 #include "diffuse/training/checkpoint_files.hpp"
+#include "diffuse/training/conditioning_setup.hpp"
 #include "diffuse/training/feature_cache.hpp"
 #include "diffuse/training/flat_adamw.hpp"
 #include "diffuse/training/lr_schedule.hpp"
@@ -93,6 +99,11 @@ class Trainer {
  public:
   using Conditioning = typename P::conditioning_type;
   using Autoencoder = typename P::autoencoder_type;
+  using Module = typename P::backbone_type::module_type;
+  static_assert(TrainableConditioning<Conditioning>,
+                "Trainer<P>: the pipeline's conditioning slot must be learned with the model (create(dir, captions, "
+                "config) and load(dir), e.g. encoders::CaptionConditioning) or a released text stack (load(sources, "
+                "options), e.g. encoders::SD3TextConditioning)");
 
   // Starts a new run in `dir` (which must not hold one) or, with `resume`, continues the run
   // there with its saved config.json; `config`'s steps / minutes are then the new budget (pass the
@@ -111,21 +122,56 @@ class Trainer {
     }
     c_.validate();
     if (!c_.objective.empty()) objective_ = objective_from_spec<typename P::objective_type>(c_.objective);
+    std::optional<data::ImageFolder> folder;
+    if (!c_.data.empty()) {
+      folder.emplace(c_.data);
+      log("data: " + c_.data + ": " + std::to_string(folder->size()) + " captioned images" +
+          (folder->skipped().empty() ? std::string() : ", " + std::to_string(folder->skipped().size()) + " files skipped"));
+      if (folder->size() == 0)
+        throw InputError(c_.data + ": no captioned images (" +
+                         (folder->skipped().empty() ? std::string("no .png/.jpg/.webp/.bmp files")
+                                                    : folder->skipped().front().file + ": " + folder->skipped().front().reason) +
+                         ")");
+    }
     fs::create_directories(dir_);
     log("recipe: " + P::describe());
-    if (!resume) {
-      trainer_detail::write_text(dir_ / "recipe.txt", P::describe() + "\n");
-      // Tokenizer on the captions of the first examples (every word of the grammar occurs there).
-      ShapesDataSpec words{c_.image_size, c_.data_seed, 0, std::min<std::int64_t>(c_.examples, 3000)};
-      log("training the caption tokenizer (sentencepiece) ...");
-      cond_.emplace(Conditioning::create(dir_, render_examples(words).first, c_.text));
-      c_.text.vocab_size = cond_->tokenizer().vocab_size();
+    if (!resume) trainer_detail::write_text(dir_ / "recipe.txt", P::describe() + "\n");
+    if constexpr (LearnedConditioning<Conditioning>) {
+      if (!resume) {
+        // The tokenizer learns the run's captions: a folder's, or the first shapes examples' (every
+        // word of the grammar occurs there).
+        std::vector<std::string> words;
+        if (folder) {
+          for (std::size_t i = 0; i < folder->size(); ++i) words.push_back(folder->caption(i));
+        } else {
+          words = render_examples({c_.image_size, c_.data_seed, 0, std::min<std::int64_t>(c_.examples, 3000)}).first;
+        }
+        log("training the caption tokenizer (sentencepiece) ...");
+        cond_.emplace(Conditioning::create(dir_, words, c_.text));
+        c_.text.vocab_size = cond_->tokenizer().vocab_size();
+      } else {
+        cond_.emplace(Conditioning::load(dir_));
+      }
     } else {
-      cond_.emplace(Conditioning::load(dir_));
+      log("loading the frozen text encoders ...");
+      cond_.emplace(open_conditioning<Conditioning>(dir_, c_));
     }
     c_.model.in_channels = ae_.latent_channels();
     c_.model.adm_in = cond_->pooled_width();
     c_.model.context_in = cond_->width();
+    const int multiple = ae_.factor() * static_cast<int>(c_.model.patch);
+    std::vector<data::Bucket> buckets;
+    if (folder) {
+      // The positional table covers the widest bucket (SD3 crops it to each bucket's grid).
+      const int table = c_.model.pos_embed_max_size;
+      if (!resume)
+        for (const auto& b : usable_buckets(c_.image_size, multiple, 1 << 20, c_.max_aspect, "train config"))
+          c_.model.pos_embed_max_size = std::max(c_.model.pos_embed_max_size, std::max(b.width, b.height) / multiple);
+      if (c_.model.pos_embed_max_size != table)
+        log("positional table " + std::to_string(table) + " -> " + std::to_string(c_.model.pos_embed_max_size) +
+            " patches a side, for the widest bucket (recorded in config.json)");
+      buckets = usable_buckets(c_.image_size, multiple, c_.model.pos_embed_max_size, c_.max_aspect, "train config");
+    }
     // Machine-dependent settings, resolved once and recorded with the run (a resume reads them).
     if (c_.precision == "auto") {
       const auto choice = choose_precision();
@@ -138,20 +184,12 @@ class Trainer {
     bf16_ = c_.precision == "bf16";
     if (!resume) trainer_detail::write_text(dir_ / "config.json", config_to_string(c_) + "\n");
 
-    ShapesDataSpec spec{c_.image_size, c_.data_seed, 0, c_.examples};
     const auto t0 = std::chrono::steady_clock::now();
-    cache_ = open_feature_cache(dir_ / "cache", spec, *cond_, ae_, [&](std::int64_t done, std::int64_t total) {
-      if (done == total || done % 4096 < 512) log("feature cache: " + std::to_string(done) + "/" + std::to_string(total) + " examples");
-    });
-    log("feature cache " + cache_.path + " (" + std::to_string(cache_.size()) + " examples, " +
+    if (!folder) open_shapes_data();
+    else open_folder_data(*folder, buckets);
+    log("feature cache " + cache_path_ + " (" + std::to_string(features_.examples()) + " examples, " +
         fmt_seconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()) + ")");
-    example_weights_ = shapes_example_weights(c_.category_weights, spec.first, cache_.size());
-    // Validation: unseen examples after the cached ones.
-    ShapesDataSpec vspec{c_.image_size, c_.data_seed, c_.examples, c_.validation_examples};
-    auto [vcap, vimg] = render_examples(vspec);
-    val_x0_ = ae_.encode(vimg);
-    const auto vf = cond_->encode(vcap);
-    val_ctx_ = vf.context, val_pooled_ = vf.pooled;
+    bucket_weights_ = features_.weights();
 
     torch::manual_seed(c_.seed);
     model_ = P::backbone_type::create(c_.model);
@@ -175,12 +213,14 @@ class Trainer {
     for (const auto& p : model_->parameters()) n += p.numel();
     log("backbone: " + std::to_string(n) + " parameters, depth " + std::to_string(c_.model.depth) + ", hidden " +
         std::to_string(c_.model.hidden_size()) + ", " + std::to_string(image_tokens) +
-        " image tokens + " + std::to_string(cond_->length()) + " text tokens");
+        " image tokens (validation bucket) + " + std::to_string(cond_->length()) + " text tokens");
   }
 
   const TrainConfig& config() const { return c_; }
-  backbone::MMDiT& model() { return model_; }
-  backbone::MMDiT& ema() { return ema_; }
+  Module& model() { return model_; }
+  Module& ema() { return ema_; }
+  const BucketedFeatures& features() const { return features_; }
+  const std::vector<std::string>& sheet_prompts() const { return sheet_prompts_; }
   const Conditioning& conditioning() const { return *cond_; }
   const Autoencoder& autoencoder() const { return ae_; }
   int step() const { return step_; }
@@ -200,11 +240,16 @@ class Trainer {
     enter("diffuse::batch");
     auto gen = at::detail::createCPUGenerator(trainer_detail::step_seed(c_.seed, step_));
     const auto b = c_.batch;
+    // A batch of one bucket, chosen in proportion to the buckets' sizes (the shapes world has one).
+    const auto& bucket = features_.buckets.size() == 1
+                             ? features_.buckets.front()
+                             : features_.buckets[static_cast<std::size_t>(
+                                   torch::multinomial(bucket_weights_, 1, true, gen).template item<std::int64_t>())];
     const auto idx = example_weights_.defined() ? torch::multinomial(example_weights_, b, true, gen)
-                                                : torch::randint(cache_.size(), {b}, gen, torch::kLong);
-    const auto x0 = cache_.latents.index_select(0, idx);
-    auto ctx = cache_.context.index_select(0, idx);
-    auto pooled = cache_.pooled.index_select(0, idx);
+                                                : torch::randint(bucket.size(), {b}, gen, torch::kLong);
+    const auto x0 = bucket.latents.index_select(0, idx);
+    auto ctx = bucket.context.index_select(0, idx);
+    auto pooled = bucket.pooled.index_select(0, idx);
     if constexpr (requires { cond_->apply_dropout(ctx, pooled, c_.drop_rate, gen); }) {
       cond_->apply_dropout(ctx, pooled, c_.drop_rate, gen);  // the policy knows its encoders' slices
     } else {
@@ -271,7 +316,7 @@ class Trainer {
   // Mean loss over the fixed validation batch and t grid (8 midpoints), for the model and its EMA.
   std::pair<double, double> validation_loss() {
     torch::NoGradGuard g;
-    auto run = [&](backbone::MMDiT& m) {
+    auto run = [&](Module& m) {
       m->eval();
       auto gen = at::detail::createCPUGenerator(c_.seed ^ 0x76616cull);
       double total = 0;
@@ -365,7 +410,7 @@ class Trainer {
     io::save_safetensors(dir / "model.safetensors", trainer_detail::named(*model_), meta);
     io::save_safetensors(dir / "ema.safetensors", trainer_detail::named(*ema_), meta);
     io::save_safetensors(dir / "optimizer.safetensors", opt_->state(), meta);
-    nlohmann::json st{{"step", step_}, {"elapsed_seconds", elapsed_}, {"checkpoint", name}, {"cache_key", cache_.key},
+    nlohmann::json st{{"step", step_}, {"elapsed_seconds", elapsed_}, {"checkpoint", name}, {"cache_key", cache_key_},
                       {"recipe", P::describe()}};
     trainer_detail::write_text(dir_ / "state.json", st.dump(2) + "\n");
     for (const auto& e : fs::directory_iterator(dir_))
@@ -396,9 +441,9 @@ class Trainer {
     }
     eval::Panel p{"rectified-flow loss", "step", "loss", {train, val, vema}, {}, 0.0};
     io::write_png(dir_ / "loss.png", eval::render_plot({p}));
-    const auto imgs = sample(sample_sheet_prompts(), 0);
+    const auto imgs = sample(sheet_prompts_, 0);
     io::write_png(dir_ / "samples.png", pipeline::image_grid(imgs, 6, 4),
-                  {{"prompts", nlohmann::json(sample_sheet_prompts()).dump()}, {"step", std::to_string(step_)}});
+                  {{"prompts", nlohmann::json(sheet_prompts_).dump()}, {"step", std::to_string(step_)}});
   }
 
  private:
@@ -456,6 +501,37 @@ class Trainer {
     metrics_.forget_after(step_);  // those steps run again
     log("resumed at step " + std::to_string(step_) + " from " + ck.string());
   }
+  // The shapes world: the examples [0, examples) encoded into the feature cache, the category
+  // mix, and a held-out validation batch (the examples after them).
+  void open_shapes_data() {
+    ShapesDataSpec spec{c_.image_size, c_.data_seed, 0, c_.examples};
+    auto cache = open_feature_cache(dir_ / "cache", spec, *cond_, ae_, [&](std::int64_t done, std::int64_t total) {
+      if (done == total || done % 4096 < 512) log("feature cache: " + std::to_string(done) + "/" + std::to_string(total) + " examples");
+    });
+    features_.buckets.push_back({{c_.image_size, c_.image_size}, cache.latents, cache.context, cache.pooled});
+    cache_key_ = cache.key, cache_path_ = cache.path;
+    example_weights_ = shapes_example_weights(c_.category_weights, spec.first, cache.size());
+    ShapesDataSpec vspec{c_.image_size, c_.data_seed, c_.examples, c_.validation_examples};
+    auto [vcap, vimg] = render_examples(vspec);
+    val_x0_ = ae_.encode(vimg);
+    const auto vf = cond_->encode(vcap);
+    val_ctx_ = vf.context, val_pooled_ = vf.pooled;
+    sheet_prompts_ = c_.sample_prompts.empty() ? sample_sheet_prompts() : c_.sample_prompts;
+  }
+
+  // An image folder: its buckets encoded into the feature cache; validation on the first
+  // examples of the largest bucket (training images: a folder has no held-out split).
+  void open_folder_data(const data::ImageFolder& folder, const std::vector<data::Bucket>& buckets) {
+    auto cache = open_folder_feature_cache(dir_ / "cache", folder, buckets, *cond_, ae_, [&](const std::string& s) { log(s); });
+    features_ = std::move(cache.features);
+    cache_key_ = cache.key, cache_path_ = cache.path;
+    const auto& v = features_.largest();
+    const auto n = std::min<std::int64_t>(v.size(), c_.validation_examples);
+    val_x0_ = v.latents.narrow(0, 0, n), val_ctx_ = v.context.narrow(0, 0, n), val_pooled_ = v.pooled.narrow(0, 0, n);
+    sheet_prompts_ = c_.sample_prompts;
+    for (std::size_t i = 0; i < folder.size() && c_.sample_prompts.empty() && i < 12; ++i) sheet_prompts_.push_back(folder.caption(i));
+  }
+
   // Worker threads for the batch's shards (config `workers`; 0: one per usable core, at most one per
   // example). Worker 0 runs the model itself; each other worker a replica whose parameters are
   // views of the model's (so the optimizer's update reaches all) with gradients of its own.
@@ -489,13 +565,16 @@ class Trainer {
   Autoencoder ae_;
   std::optional<Conditioning> cond_;
   typename P::objective_type objective_{};
-  FeatureCache cache_;
+  BucketedFeatures features_;  // the training data, encoded: one bucket for the shapes world
+  torch::Tensor bucket_weights_;
+  std::string cache_key_, cache_path_;
+  std::vector<std::string> sheet_prompts_;  // the sample sheet's prompts
   torch::Tensor val_x0_, val_ctx_, val_pooled_;
   torch::Tensor example_weights_;  // per cached example, from category_weights; undefined: uniform
-  backbone::MMDiT model_{nullptr}, ema_{nullptr};
+  Module model_{nullptr}, ema_{nullptr};
   std::unique_ptr<FlatAdamW> opt_;
   torch::Tensor ema_flat_;  // the EMA model's weights, as one buffer
-  std::vector<backbone::MMDiT> replicas_;    // workers 1.. : the model's weights, their own gradients
+  std::vector<Module> replicas_;    // workers 1.. : the model's weights, their own gradients
   std::vector<torch::Tensor> replica_grads_;  // each replica's gradients, as one buffer
   std::unique_ptr<ShardPool> pool_;           // null: the whole batch on the calling thread
   int step_ = 0;
