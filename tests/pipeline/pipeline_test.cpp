@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -20,6 +21,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "diffuse/data/shapes_dataset.hpp"
 #include "diffuse/io/png.hpp"
 #include "diffuse/pipeline/trained_model.hpp"
 #include "diffuse/process/ldm_linear.hpp"
@@ -674,6 +676,49 @@ TEST_CASE("diffuse train, sample and eval work end to end and refuse bad input",
   CHECK(r.exit_code == 0);
   CHECK(test::run_cli("sample --checkpoint " + out + " --prompt x --lora " + (d / "nope.safetensors").string() + " --out " + png)
             .exit_code == 2);
+  // The LoRA's output folder stands for base + LoRA at strength 1.
+  const bool folder_is_base_plus_lora =
+      sample_with("--lora " + lora + "/lora.safetensors", (d / "l2.png").string()) ==
+      [&] {
+        REQUIRE(test::run_cli("sample --checkpoint " + lora + " --prompt 'a red circle above a blue square' --seed 3 --steps 2 --out " +
+                              (d / "l3.png").string()).exit_code == 0);
+        return io::read_png((d / "l3.png").string());
+      }();
+  CHECK(folder_is_base_plus_lora);
+
+  // DPO pairs from the model's own samples: prompts from the training distribution, none of the
+  // evaluation set, the categories in turn. This barely trained model gets (nearly) every image
+  // wrong: either pairs whose images exist, or none and exit 1 with the reason.
+  r = test::run_cli("pairs --checkpoint " + out + " --out " + (d / "pairs").string() + " --prompts 12 --samples 2 --steps 2");
+  INFO(r.err);
+  if (r.exit_code == 0) {
+    std::ifstream pairs(d / "pairs" / "pairs.jsonl");
+    for (std::string line; std::getline(pairs, line);) {
+      const auto j = nlohmann::json::parse(line);
+      CHECK(std::filesystem::is_regular_file(d / "pairs" / j["chosen"].get<std::string>()));
+      CHECK(std::filesystem::is_regular_file(d / "pairs" / j["rejected"].get<std::string>()));
+    }
+  } else {
+    CHECK(r.exit_code == 1);
+    CHECK_THAT(r.err, Catch::Contains("no pairs"));
+  }
+  std::set<std::string> evaluation;
+  for (const auto& p : data::make_eval_prompts()) evaluation.insert(p.prompt);
+  std::ifstream judged(d / "pairs" / "prompts.jsonl");
+  int lines = 0;
+  std::map<std::string, int> per_category;
+  for (std::string line; std::getline(judged, line); ++lines) {
+    const auto j = nlohmann::json::parse(line);
+    CHECK(evaluation.count(j["prompt"].get<std::string>()) == 0);
+    ++per_category[j["category"].get<std::string>()];
+    CHECK(j["samples"] == 2);
+  }
+  CHECK(lines == 12);
+  // Categories in turn; one whose training prompts are all evaluation prompts is left out, said.
+  CHECK(per_category.size() >= 4);
+  for (const auto& [cat, n] : per_category) CHECK(n >= 12 / static_cast<int>(per_category.size()));
+  if (per_category.size() < 6) CHECK_THAT(r.err, Catch::Contains("that category is left out"));
+  CHECK(test::run_cli("pairs --checkpoint " + out + " --out " + (d / "p2").string() + " --samples 1").exit_code == 2);
 }
 
 }  // namespace t_pipeline

@@ -15,5 +15,6 @@ void add_vae(CLI::App& app);
 void add_train(CLI::App& app);  // train, sample, eval
 void add_text(CLI::App& app);   // tokenize, encode-text
 void add_generate(CLI::App& app);
+void add_dpo(CLI::App& app);     // dpo
 
 }  // namespace diffuse::cli

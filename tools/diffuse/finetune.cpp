@@ -5,11 +5,10 @@
 #include <filesystem>
 #include <string>
 
+#include "base_model.hpp"
 #include "finetune.hpp"
 #include "diffuse/core/torch_compat.hpp"
 #include "diffuse/data/image_folder.hpp"
-#include "diffuse/pipeline/sd3_generator.hpp"
-#include "diffuse/pipeline/trained_model.hpp"
 #include "diffuse/training/lora_trainer.hpp"
 
 namespace diffuse::cli {
@@ -71,24 +70,7 @@ void run_lora_train(const LoraOptions& o) {
     differs(o.seed_set, o.seed == saved.seed, "--seed");
     differs(true, fs::path(o.init) == fs::path(saved.base_model), "--init");
   }
-  if (fs::is_regular_file(fs::path(o.init) / "recipe.txt")) {  // a `diffuse train` folder
-    with_recipe(recipe_of(o.init), [&]<class P>() {
-      pipeline::TrainedModel<P> base(o.init);
-      std::fprintf(stderr, "base: %s (step %d, %s)\n", base.weights().string().c_str(), base.step(), P::describe().c_str());
-      train_lora<typename P::objective_type>(base, o, c);
-    });
-    return;
-  }
-  pipeline::SD3ModelFiles given;
-  given.tokenizers = o.tokenizers;
-  const auto files = pipeline::find_sd3_model(o.init, given);
-  pipeline::SD3GeneratorOptions go;
-  if (o.dtype == "bf16") go.dtype = torch::kBFloat16;
-  else if (o.dtype == "f32") go.dtype = torch::kFloat32;
-  else throw InputError("--dtype must be bf16 or f32, got '" + o.dtype + "'");
-  std::fprintf(stderr, "base: %s (MM-DiT %s, base weights in %s)\n", files.family.c_str(), files.mmdit.c_str(), o.dtype.c_str());
-  pipeline::SD3Generator base(files, go);
-  train_lora<pipeline::SD3Objective>(base, o, c);
+  with_base_model(o.init, o.tokenizers, o.dtype, [&]<class Objective>(auto& base) { train_lora<Objective>(base, o, c); });
 }
 
 void add_lora_train_options(CLI::App& cmd, std::shared_ptr<LoraOptions> l) {

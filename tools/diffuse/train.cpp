@@ -105,6 +105,32 @@ void add_loras(M& m, const std::vector<std::string>& args) {
   }
 }
 
+// A LoRA or DPO output folder (lora_config.json / dpo_config.json beside lora.safetensors) stands
+// for its base model, a `diffuse train` folder, with that LoRA at strength 1 before any --lora.
+struct CheckpointAndLoras {
+  std::string checkpoint;
+  std::vector<std::string> loras;
+};
+CheckpointAndLoras resolve_checkpoint(const std::string& dir, const std::vector<std::string>& loras) {
+  for (const char* name : {"dpo_config.json", "lora_config.json"}) {
+    const auto file = fs::path(dir) / name;
+    if (!fs::is_regular_file(file)) continue;
+    std::ifstream in(file);
+    const auto j = nlohmann::json::parse(in, nullptr, false);
+    if (j.is_discarded() || !j.contains("base_model") || !j["base_model"].is_string())
+      throw InputError(file.string() + ": no base_model (is this a `diffuse dpo` / `train --init` folder?)");
+    const auto base = j["base_model"].get<std::string>();
+    if (!fs::is_regular_file(fs::path(base) / "recipe.txt"))
+      throw InputError(dir + ": its base model " + base + " is not a `diffuse train` folder; use `diffuse generate --model " + base +
+                       " --lora " + (fs::path(dir) / "lora.safetensors").string() + "`");
+    CheckpointAndLoras r{base, {(fs::path(dir) / "lora.safetensors").string()}};
+    r.loras.insert(r.loras.end(), loras.begin(), loras.end());
+    std::fprintf(stderr, "%s: base model %s with its LoRA\n", dir.c_str(), base.c_str());
+    return r;
+  }
+  return {dir, loras};
+}
+
 // --cfg-interval LO,HI, else the model's default.
 std::array<double, 2> cfg_interval_of(const std::vector<double>& given, const training::TrainConfig& c) {
   const auto& v = given.empty() ? c.sample_cfg_interval : given;
@@ -123,9 +149,10 @@ void run_sample(const SampleOptions& o) {
   if (o.prompts.empty()) throw InputError("give at least one --prompt");
   if (o.steps < 1) throw InputError("--steps must be at least 1");
   if (o.scale < 1 || o.scale > 32) throw InputError("--scale must be in 1..32");
-  with_recipe(recipe_of(o.checkpoint), [&]<class P>() {
-    pipeline::TrainedModel<P> m(o.checkpoint, o.weights);
-    add_loras(m, o.loras);
+  const auto ck = resolve_checkpoint(o.checkpoint, o.loras);
+  with_recipe(recipe_of(ck.checkpoint), [&]<class P>() {
+    pipeline::TrainedModel<P> m(ck.checkpoint, o.weights);
+    add_loras(m, ck.loras);
     const double cfg = o.cfg.value_or(m.config().sample_cfg);
     pipeline::GenerateOptions g;
     g.steps = o.steps, g.cfg = cfg, g.seed = o.seed, g.height = g.width = 0;
@@ -169,9 +196,10 @@ void run_eval(const EvalOptions& o) {
     prompts = data::eval_prompts_from_json(j, o.prompts);
   }
   if (o.batch < 1) throw InputError("--batch must be at least 1");
-  with_recipe(recipe_of(o.checkpoint), [&]<class P>() {
-    pipeline::TrainedModel<P> m(o.checkpoint, o.weights);
-    add_loras(m, o.loras);
+  const auto ck = resolve_checkpoint(o.checkpoint, o.loras);
+  with_recipe(recipe_of(ck.checkpoint), [&]<class P>() {
+    pipeline::TrainedModel<P> m(ck.checkpoint, o.weights);
+    add_loras(m, ck.loras);
     const double cfg = o.cfg.value_or(m.config().sample_cfg);
     const auto interval = cfg_interval_of(o.cfg_interval, m.config());
     eval::ShapesEvalOptions opt;
@@ -259,7 +287,9 @@ void add_train(CLI::App& app) {
 
   auto s = std::make_shared<SampleOptions>();
   auto* sc = app.add_subcommand("sample", "Generate images from a trained model to a PNG (parameters in its text chunks)");
-  sc->add_option("--checkpoint", s->checkpoint, "model folder written by `diffuse train`")->required();
+  sc->add_option("--checkpoint", s->checkpoint,
+                  "model folder written by `diffuse train`, or a `diffuse dpo` / `train --init` output folder (its base + LoRA)")
+      ->required();
   sc->add_option("--prompt", s->prompts, "prompt (repeat for a grid)")->required();
   sc->add_option("--out", s->out, "output PNG")->capture_default_str();
   sc->add_option("--seed", s->seed, "seed of the initial noise")->capture_default_str();
@@ -276,7 +306,9 @@ void add_train(CLI::App& app) {
 
   auto e = std::make_shared<EvalOptions>();
   auto* ec = app.add_subcommand("eval", "Sample the shapes evaluation prompts and print the GenEval-style table");
-  ec->add_option("--checkpoint", e->checkpoint, "model folder written by `diffuse train`")->required();
+  ec->add_option("--checkpoint", e->checkpoint,
+                  "model folder written by `diffuse train`, or a `diffuse dpo` / `train --init` output folder (its base + LoRA)")
+      ->required();
   ec->add_option("--prompts", e->prompts, "prompt set JSON (default: the built-in 300, data/shapes_eval_prompts.json)");
   ec->add_option("--out", e->out, "folder for eval.json and eval_samples.png");
   ec->add_option("--seed", e->seed, "seed of the initial noise")->capture_default_str();

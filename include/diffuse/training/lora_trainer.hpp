@@ -46,6 +46,7 @@
 #include "diffuse/io/safetensors.hpp"
 #include "diffuse/nn/lora.hpp"
 #include "diffuse/timesteps/shift.hpp"
+#include "diffuse/training/adapter_checkpoint.hpp"
 #include "diffuse/training/bucketed_features.hpp"
 #include "diffuse/training/checkpoint_files.hpp"
 #include "diffuse/training/flat_adamw.hpp"
@@ -283,20 +284,9 @@ class LoraTrainer {
     return res;
   }
 
-  // Writes both LoRA files and the resumable state (adapters, AdamW moments, state.json last).
+  // Writes both LoRA files and the resumable state (training/adapter_checkpoint.hpp).
   void save() {
-    namespace fs = std::filesystem;
-    auto& model = base_.backbone();
-    const auto lora = io::lora_file_of(*model);
-    const std::map<std::string, std::string> meta{{"diffuse.step", std::to_string(step_)}};
-    io::save_lora(dir_ / "lora.safetensors", lora, io::LoraLayout::Diffusers, model->config());
-    io::save_lora(dir_ / "lora_kohya.safetensors", lora, io::LoraLayout::Kohya, model->config());
-    std::vector<std::pair<std::string, torch::Tensor>> adapters;
-    for (auto& [name, a] : adapters_) adapters.emplace_back(name + ".down", a->down), adapters.emplace_back(name + ".up", a->up);
-    io::save_safetensors(dir_ / "state" / "adapters.safetensors", adapters, meta);
-    io::save_safetensors(dir_ / "state" / "optimizer.safetensors", opt_->state(), meta);
-    trainer_detail::write_text(dir_ / "state" / "state.json",
-                               nlohmann::json{{"step", step_}, {"elapsed_seconds", elapsed_}}.dump(2) + "\n");
+    save_adapter_run(dir_, base_.backbone(), adapters_, *opt_, {step_, elapsed_});
     write_plot();
     log("step " + std::to_string(step_) + ": wrote " + (dir_ / "lora.safetensors").string() + " and lora_kohya.safetensors");
   }
@@ -330,24 +320,9 @@ class LoraTrainer {
   }
 
   void restore() {
-    const auto st_file = dir_ / "state" / "state.json";
-    std::ifstream in(st_file);
-    const auto st = nlohmann::json::parse(in, nullptr, false);
-    if (st.is_discarded() || !st.contains("step")) throw InputError(st_file.string() + ": not a valid LoRA training state");
-    io::SafetensorsFile f((dir_ / "state" / "adapters.safetensors").string());
-    torch::NoGradGuard g;
-    for (auto& [name, a] : adapters_) {
-      for (auto* p : {&a->down, &a->up}) {
-        const auto key = name + (p == &a->down ? ".down" : ".up");
-        if (!f.contains(key)) throw InputError(dir_.string() + "/state/adapters.safetensors: missing " + key + " (other targets or rank?)");
-        const auto v = io::load_tensor(f, key);
-        if (v.sizes() != p->sizes()) throw InputError(dir_.string() + "/state/adapters.safetensors: " + key + " has another shape");
-        p->copy_(v);
-      }
-    }
-    load_adamw_state(*opt_, dir_ / "state" / "optimizer.safetensors");
-    step_ = st["step"].get<int>();
-    elapsed_ = st.value("elapsed_seconds", 0.0);
+    const auto st = restore_adapter_run(dir_, adapters_, *opt_, "LoRA training");
+    step_ = st.step;
+    elapsed_ = st.elapsed_seconds;
     metrics_.forget_after(step_);  // those steps run again
     log("resumed at step " + std::to_string(step_));
   }
@@ -387,7 +362,7 @@ class LoraTrainer {
   torch::Tensor bucket_weights_;
   std::vector<data::SkippedFile> skipped_;
   std::size_t examples_ = 0;
-  std::vector<std::pair<std::string, nn::LoraAdapter>> adapters_;
+  NamedAdapters adapters_;
   std::unique_ptr<FlatAdamW> opt_;
   torch::ScalarType dtype_ = torch::kFloat32;
   bool autocast_ = false;
