@@ -114,6 +114,7 @@ struct TrainConfig {
     if (!(lr > 0) || warmup_steps < 0 || weight_decay < 0 || grad_clip < 0) bad("lr > 0, warmup_steps, weight_decay, grad_clip >= 0");
     if (!(adam_beta1 >= 0 && adam_beta1 < 1) || !(adam_beta2 >= 0 && adam_beta2 < 1)) bad("adam_beta1 and adam_beta2 must be in [0, 1)");
     if (!(ema_decay >= 0 && ema_decay < 1)) bad("ema_decay must be in [0, 1)");
+    if (!data.empty() && !category_weights.empty()) bad("category_weights apply to the shapes world, not to an image folder (data)");
     if (!category_weights.empty()) {
       if (category_weights.size() != data::all_categories.size())
         bad("category_weights needs 6 weights (single_object, two_object, counting, colors, position, color_attr)");
