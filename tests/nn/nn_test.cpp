@@ -276,6 +276,37 @@ TEST_CASE("the attention entry point equals softmax(q k^T / sqrt(d)) v", "[nn]")
   CHECK(torch::allclose(one, v.narrow(1, 0, 1).expand({2, 5, 8})));
 }
 
+TEST_CASE("attention's backward (scores recomputed, not kept) equals autograd through the formula", "[nn][attention]") {
+  torch::manual_seed(4);
+  // grads of q, k, v of sum(w * attention): three shapes, the last long enough that the backward
+  // takes its queries in two chunks (2 heads x 3000 keys x 3000 queries > 2^24 probabilities).
+  auto grads = [](auto&& f, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& w) {
+    auto qg = q.clone().requires_grad_(true), kg = k.clone().requires_grad_(true), vg = v.clone().requires_grad_(true);
+    (f(qg, kg, vg) * w).sum().backward();
+    return std::vector<torch::Tensor>{qg.grad(), kg.grad(), vg.grad()};
+  };
+  for (const auto& [b, lq, lk, heads, d] : std::vector<std::array<std::int64_t, 5>>{{2, 5, 7, 2, 4}, {1, 40, 33, 3, 64}, {1, 3000, 3000, 2, 4}}) {
+    const auto q = torch::randn({b, lq, heads * d}), k = torch::randn({b, lk, heads * d}), v = torch::randn({b, lk, heads * d});
+    const auto w = torch::randn({b, lq, heads * d});
+    const auto ours = grads([&](auto& x, auto& y, auto& z) { return nn::attention(x, y, z, heads); }, q, k, v, w);
+    const auto ref = grads([&](auto& x, auto& y, auto& z) { return nn::attention_reference(x, y, z, heads); },
+                           q.to(torch::kFloat64), k.to(torch::kFloat64), v.to(torch::kFloat64), w.to(torch::kFloat64));
+    for (int i = 0; i < 3; ++i) {
+      INFO("shape " << lq << "x" << lk << " heads " << heads << ", gradient " << i);
+      const double err = (ours[i].to(torch::kFloat64) - ref[i]).abs().max().item<double>();
+      CHECK(err <= 1e-4 * (1.0 + ref[i].abs().max().item<double>()));
+    }
+    // bf16 (training's dtype): within bf16's resolution of the exact gradient
+    const auto bf = torch::kBFloat16;
+    const auto ob = grads([&](auto& x, auto& y, auto& z) { return nn::attention(x, y, z, heads); }, q.to(bf), k.to(bf), v.to(bf), w.to(bf));
+    for (int i = 0; i < 3; ++i) {
+      INFO("bf16, shape " << lq << "x" << lk << ", gradient " << i);
+      const double rel = (ob[i].to(torch::kFloat64) - ref[i]).norm().item<double>() / ref[i].norm().item<double>();
+      CHECK(rel < 0.03);
+    }
+  }
+}
+
 TEST_CASE("the row-block CPU attention (heads of 64) equals softmax(q k^T / 8) v, f32 and bf16", "[nn][attention]") {
   torch::manual_seed(3);
   // Lengths off every block and panel size (8 query rows, 32 keys), two images, three heads.

@@ -8,17 +8,86 @@
 // scores are computed per head in blocks of 256 queries, which stay in L2 (1178 tokens: 151 -> 110 ms).
 // Inference with heads of 64 (all SD3 models) goes to row_block_attention.hpp instead: 2x this
 // path in f32 and bf16 at 410 and 1178 tokens (docs/performance.md). The bmm path stays for other
-// head widths and for training, which needs autograd.
+// head widths. Training runs the same forward inside an autograd Function whose backward recomputes
+// the scores (attention_detail::RecomputedScoresAttention), so the activations stay linear in length.
 #include <algorithm>
 #include <cmath>
 
 #include <ATen/core/grad_mode.h>
+#include <torch/autograd.h>
 #include <torch/types.h>
 
 #include "diffuse/core/torch_compat.hpp"
 #include "diffuse/nn/row_block_attention.hpp"
 
 namespace diffuse::nn {
+
+#if !DIFFUSE_TORCH_2
+inline torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                               std::int64_t heads);
+
+namespace attention_detail {
+
+// (B, L, heads * d) <-> (B * heads, L, d)
+inline torch::Tensor to_heads(const torch::Tensor& x, std::int64_t heads) {
+  const auto b = x.size(0), l = x.size(1), d = x.size(2) / heads;
+  return x.view({b, l, heads, d}).permute({0, 2, 1, 3}).reshape({b * heads, l, d});
+}
+inline torch::Tensor from_heads(const torch::Tensor& x, std::int64_t b) {
+  const auto heads = x.size(0) / b, l = x.size(1), d = x.size(2);
+  return x.view({b, heads, l, d}).permute({0, 2, 1, 3}).reshape({b, l, heads * d});
+}
+
+// Attention with autograd that keeps only q, k and v for the backward (3 x L x D values) and
+// recomputes the probabilities there, as FlashAttention does (Dao et al. 2022, sec. 3.1): autograd
+// through bmm-softmax-bmm keeps heads x Lq x Lk probabilities plus head-laid-out copies of q, k, v,
+// ~3x the activations of a whole SD3 block at 410 tokens and quadratic in the length. The extra
+// cost is one q k^T product and a softmax (~5% of a block's multiply-adds at 410 tokens). The
+// forward takes the no-grad path (row-block kernel for heads of 64). Queries are processed in
+// chunks so the probabilities held at once stay below ~16 M values whatever the length.
+struct RecomputedScoresAttention : torch::autograd::Function<RecomputedScoresAttention> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& q,
+                                                const torch::Tensor& k, const torch::Tensor& v, std::int64_t heads) {
+    ctx->save_for_backward({q, k, v});
+    ctx->saved_data["heads"] = heads;
+    return {attention(q, k, v, heads)};  // autograd is off inside a Function's forward
+  }
+
+  // S = (s q) k^T, P = softmax(S), O = P v:  dV = P^T dO, dP = dO v^T, dS = P (dP - rowsum(dP P)),
+  // dq = s dS k, dk = dS^T (s q).
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto heads = ctx->saved_data["heads"].toInt();
+    const auto b = saved[0].size(0), lq = saved[0].size(1), lk = saved[1].size(1), d = saved[0].size(2) / heads;
+    const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+    const auto qh = to_heads(saved[0] * scale, heads), kh = to_heads(saved[1], heads), vh = to_heads(saved[2], heads);
+    const auto kt = kh.transpose(1, 2), vt = vh.transpose(1, 2);
+    const auto go = to_heads(grads[0].to(saved[0].scalar_type()), heads);
+    const auto bh = qh.size(0);
+    const std::int64_t chunk = std::max<std::int64_t>(1, std::min<std::int64_t>(lq, (std::int64_t{1} << 24) / std::max<std::int64_t>(1, bh * lk)));
+    auto dq = at::empty_like(qh);
+    torch::Tensor dk, dv;
+    for (std::int64_t i = 0; i < lq; i += chunk) {
+      const auto n = std::min(chunk, lq - i);
+      const auto qc = qh.narrow(1, i, n), goc = go.narrow(1, i, n);
+      const auto p = at::_softmax(at::bmm(qc, kt), -1, false);
+      const auto ds = at::_softmax_backward_data(at::bmm(goc, vt), p, -1, p.scalar_type());
+      dq.narrow(1, i, n).copy_(at::bmm(ds, kh).mul_(scale));
+      if (i == 0) {
+        dk = at::bmm(ds.transpose(1, 2), qc);
+        dv = at::bmm(p.transpose(1, 2), goc);
+      } else {
+        dk.baddbmm_(ds.transpose(1, 2), qc);
+        dv.baddbmm_(p.transpose(1, 2), goc);
+      }
+    }
+    return {from_heads(dq, b), from_heads(dk, b), from_heads(dv, b), torch::Tensor()};
+  }
+};
+
+}  // namespace attention_detail
+#endif
 
 // q, k, v: (B, L, heads * head_dim) -> (B, Lq, heads * head_dim); no mask, no dropout.
 inline torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
@@ -40,9 +109,8 @@ inline torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, c
   const auto vh = v.view({b, lk, heads, d}).permute({0, 2, 1, 3}).reshape({bh, lk, d});
   torch::Tensor out;
   const bool grad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
-  if (grad) {  // out= and in-place kernels have no autograd: the same products, functional
-    const auto qh = (q_heads * scale).reshape({bh, lq, d});
-    out = at::bmm(at::_softmax(at::bmm(qh, kt), -1, false), vh);
+  if (grad) {  // the scores are recomputed in the backward, not kept (attention_detail below)
+    return attention_detail::RecomputedScoresAttention::apply(q, k, v, heads)[0];
   } else if (row_block_attention_applies(q, heads) && lk > 0) {
     return row_block_attention(q, k, v, heads);  // heads of 64: see row_block_attention.hpp
   } else {
