@@ -9,6 +9,7 @@
 
 #include <torch/torch.h>
 
+#include "diffuse/core/torch_compat.hpp"
 #include "diffuse/io/lora_file.hpp"
 #include "diffuse/io/mmdit_checkpoint.hpp"
 #include "diffuse/nn/lora.hpp"
@@ -250,6 +251,42 @@ TEST_CASE("LoRA adapters: step 0 is the base model exactly; only the adapters tr
   CHECK_FALSE(nn::lora_targets("joint_blocks.0.x_block.mlp.fc1", {"lp.fc1"}));
   CHECK_FALSE(nn::lora_targets("joint_blocks.0.x_block.attn2.qkv", {"attention"}));
   CHECK_FALSE(nn::lora_targets("final_layer.linear", {"all-linear"}));
+}
+
+TEST_CASE("a LoRA adapter's gradients (its own backward) equal autograd through the formula", "[lora]") {
+  torch::manual_seed(9);
+  nn::LoraAdapter a(24, 40, 4, 8.0);
+  {
+    torch::NoGradGuard g;
+    a->up.normal_(0, 0.1);
+  }
+  const auto x = torch::randn({3, 7, 24}), w = torch::randn({3, 7, 40});
+  // the formula h = (alpha / r) B A x in float64 with plain autograd
+  auto xr = x.to(torch::kFloat64).requires_grad_(true);
+  auto ar = a->down.detach().to(torch::kFloat64).requires_grad_(true), br = a->up.detach().to(torch::kFloat64).requires_grad_(true);
+  (xr.matmul(ar.t()).matmul(br.t()) * 2.0 * w.to(torch::kFloat64)).sum().backward();
+  // float32, bfloat16, and float32 activations under CPU autocast (bf16 products, float32 x grad)
+  for (const int mode : {0, 1, 2}) {
+    const auto dtype = mode == 1 ? torch::kBFloat16 : torch::kFloat32;
+    INFO("mode " << mode << " (0 float32, 1 bfloat16, 2 autocast)");
+    a->zero_grad();
+    auto xg = x.to(dtype).detach().requires_grad_(true);  // not x itself (to() returns x for float32)
+    torch::Tensor out;
+    {
+      CpuAutocast amp(mode == 2);
+      out = a->forward(xg);
+    }
+    CHECK(out.scalar_type() == (mode == 0 ? torch::kFloat32 : torch::kBFloat16));
+    (out.to(dtype) * w.to(dtype)).sum().backward();
+    CHECK(a->down.grad().scalar_type() == torch::kFloat32);
+    CHECK(xg.grad().scalar_type() == dtype);
+    const double tol = mode == 0 ? 1e-5 : 2e-2;
+    for (const auto& [got, want] : {std::pair{xg.grad(), xr.grad()}, std::pair{a->down.grad(), ar.grad()}, std::pair{a->up.grad(), br.grad()}})
+      CHECK((got.to(torch::kFloat64) - want).norm().item<double>() <= tol * want.norm().item<double>());
+  }
+  // Without autograd the same term.
+  torch::NoGradGuard g;
+  CHECK(max_diff(a->forward(x), x.matmul(a->down.t()).matmul(a->up.t()) * 2.0) <= 1e-5);
 }
 
 TEST_CASE("a LoRA that does not fit the model is refused with every key named", "[lora]") {
