@@ -46,46 +46,20 @@ struct DpoOptions {
 void run_dpo(const DpoOptions& o) {
   configure_threads();
   auto c = training::DpoTrainConfig::defaults();
-  if (o.resume) {  // the run's saved config; a given option must not contradict it
-    const auto file = fs::path(o.out) / "dpo_config.json";
-    if (!fs::is_regular_file(file)) throw InputError(file.string() + ": missing, nothing to resume");
-    const auto saved = load_config<training::DpoTrainConfig>(file, c);
-    auto differs = [&](bool given, bool same, const char* option) {
-      if (given && !same)
-        throw InputError("--resume continues the run in " + o.out + " with its saved dpo_config.json; " + option +
-                         " differs from it (only --steps / --minutes can change)");
-    };
-    differs(!o.config.empty(), false, "--config");
-    differs(o.rank > 0, o.rank == saved.rank, "--lora-rank");
-    differs(o.alpha > 0, o.alpha == saved.alpha, "--lora-alpha");
-    differs(!o.targets.empty(), o.targets == saved.targets, "--lora-targets");
-    differs(o.resolution > 0, o.resolution == saved.resolution, "--resolution");
-    differs(o.batch > 0, o.batch == saved.batch, "--batch");
-    differs(o.lr > 0, o.lr == saved.lr, "--lr");
-    differs(o.beta > 0, o.beta == saved.beta, "--beta");
-    differs(!o.objective.empty(), o.objective == saved.objective, "--objective");
-    differs(o.shift > 0, o.shift == saved.timestep_shift, "--shift");
-    differs(o.seed_set, o.seed == saved.seed, "--seed");
-    differs(o.checkpoint_every >= 0, o.checkpoint_every == saved.checkpoint_every, "--checkpoint-every");
-    differs(true, fs::path(o.init) == fs::path(saved.base_model), "--init");
-    differs(true, fs::path(o.pairs) == fs::path(saved.pairs), "--pairs");
+  if (o.resume) {  // the run's saved config; a given option must not contradict it (only the budget may change)
+    const auto saved = resumed_adapter_config<training::DpoTrainConfig>(
+        o, "dpo_config.json", c, [&](const training::DpoTrainConfig& s, const OptionCheck& differs) {
+          differs(o.beta > 0, o.beta == s.beta, "--beta");
+          differs(o.checkpoint_every >= 0, o.checkpoint_every == s.checkpoint_every, "--checkpoint-every");
+          differs(true, fs::path(o.pairs) == fs::path(s.pairs), "--pairs");
+        });
     c.steps = saved.steps, c.minutes = saved.minutes;  // the run's budget unless given
   } else {
     if (!o.config.empty()) c = load_config<training::DpoTrainConfig>(o.config, c);
-    if (o.rank > 0) c.rank = o.rank;
-    if (o.alpha > 0) c.alpha = o.alpha;
-    if (!o.targets.empty()) c.targets = o.targets;
-    if (o.resolution > 0) c.resolution = o.resolution;
-    if (o.batch > 0) c.batch = o.batch;
-    if (o.lr > 0) c.lr = o.lr;
+    apply_adapter_options(o, c);
     if (o.beta > 0) c.beta = o.beta;
-    if (!o.objective.empty()) c.objective = o.objective;
-    if (o.shift > 0) c.timestep_shift = o.shift;
-    if (o.seed_set) c.seed = o.seed;
-    if (o.checkpoint_every >= 0) c.checkpoint_every = o.checkpoint_every;
   }
-  if (o.steps > 0) c.steps = o.steps, c.minutes = 0;
-  if (o.minutes > 0) c.minutes = o.minutes;
+  apply_budget(o, c);
   c.base_model = o.init;
   c.pairs = o.pairs;
   c.validate();

@@ -35,41 +35,13 @@ void run_lora_train(const LoraOptions& o) {
   if (o.out.empty()) throw InputError("--init needs --out DIR for the LoRA files");
   auto c = training::LoraTrainConfig::defaults();
   if (!o.config.empty()) c = load_config<training::LoraTrainConfig>(o.config, c);
-  if (o.rank > 0) c.rank = o.rank;
-  if (o.alpha > 0) c.alpha = o.alpha;
-  if (!o.targets.empty()) c.targets = o.targets;
-  if (o.resolution > 0) c.resolution = o.resolution;
-  if (o.batch > 0) c.batch = o.batch;
-  if (o.lr > 0) c.lr = o.lr;
-  if (!o.objective.empty()) c.objective = o.objective;
-  if (o.shift > 0) c.timestep_shift = o.shift;
-  if (o.seed_set) c.seed = o.seed;
-  if (o.checkpoint_every >= 0) c.checkpoint_every = o.checkpoint_every;
+  apply_adapter_options(o, c);
   if (o.recompute_every >= 0) c.recompute_every = o.recompute_every;
-  if (o.steps > 0) c.steps = o.steps, c.minutes = 0;
-  if (o.minutes > 0) c.minutes = o.minutes;
+  apply_budget(o, c);
   c.validate();
   c.base_model = o.init;
-  if (o.resume) {  // the run continues with its saved config; a given option must not contradict it
-    const auto file = fs::path(o.out) / "lora_config.json";
-    if (!fs::is_regular_file(file)) throw InputError(file.string() + ": missing, nothing to resume");
-    const auto saved = load_config<training::LoraTrainConfig>(file, training::LoraTrainConfig::defaults());
-    auto differs = [&](bool given, bool same, const char* option) {
-      if (given && !same)
-        throw InputError(std::string("--resume continues the run with its saved lora_config.json; ") + option + " differs from it");
-    };
-    differs(!o.config.empty(), false, "--config");
-    differs(o.rank > 0, o.rank == saved.rank, "--lora-rank");
-    differs(o.alpha > 0, o.alpha == saved.alpha, "--lora-alpha");
-    differs(!o.targets.empty(), o.targets == saved.targets, "--lora-targets");
-    differs(o.resolution > 0, o.resolution == saved.resolution, "--resolution");
-    differs(o.batch > 0, o.batch == saved.batch, "--batch");
-    differs(o.lr > 0, o.lr == saved.lr, "--lr");
-    differs(!o.objective.empty(), o.objective == saved.objective, "--objective");
-    differs(o.shift > 0, o.shift == saved.timestep_shift, "--shift");
-    differs(o.seed_set, o.seed == saved.seed, "--seed");
-    differs(true, fs::path(o.init) == fs::path(saved.base_model), "--init");
-  }
+  if (o.resume)  // the run continues with its saved config; a given option must not contradict it
+    resumed_adapter_config<training::LoraTrainConfig>(o, "lora_config.json", training::LoraTrainConfig::defaults());
   with_base_model(o.init, o.tokenizers, o.dtype, [&]<class Objective>(auto& base) { train_lora<Objective>(base, o, c); });
 }
 
