@@ -43,6 +43,13 @@ PY
 "$diffuse" train --init "$base" --data "$work/chosen" --out "$work/sft" --lora-rank "$rank" --minutes "$minutes" \
   --batch "$((2 * batch))" --lr "$lr" --checkpoint-every 0 2> "$work/sft.log" | tee "$work/sft.txt"
 "$diffuse" eval --checkpoint "$work/sft" --out "$work/eval_sft" > "$work/eval_sft.txt"
+python3 - "$root/data/shapes_eval_prompts.json" > "$work/sheet_prompts.txt" <<'PY'
+import json, sys
+prompts = json.load(open(sys.argv[1]))
+for cat in ["two_object", "counting", "position", "color_attr"]:
+    for p in [p for p in prompts if p["category"] == cat][:2]:
+        print(p["prompt"])
+PY
 python3 - "$work" "$doc" "$prompts" "$samples" "$minutes" "$lr" "$batch" "$rank" "$pair_seconds" $betas <<'PY'
 import json, sys
 work, doc, prompts, samples, minutes, lr, batch, rank, pair_seconds, *betas = sys.argv[1:]
@@ -65,6 +72,18 @@ for b in betas:
     out = open(f"{work}/dpo_b{b}.txt").read().strip()
     lines.append(row(f"+ DPO beta {b}", load(f"eval_b{b}"), out.split(";")[0]))
 lines.append(row("+ supervised LoRA", load("eval_sft"), open(f"{work}/sft.txt").read().strip().split(";")[0]))
+best = max(betas, key=lambda b: load(f"eval_b{b}")["overall"])
+open(f"{work}/best_beta", "w").write(best)
+lines += ["", f"Sheet (docs/dpo_sheet_base.png above, docs/dpo_sheet_dpo.png below: beta {best}, the best row): the "
+          "first two evaluation prompts of two_object, counting, position and color_attr, seed 0, the same noise:", ""]
+lines += ["- " + p for p in open(f"{work}/sheet_prompts.txt").read().splitlines()]
+lines += ["", "![base](dpo_sheet_base.png)", "", "![DPO](dpo_sheet_dpo.png)"]
 open(doc, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
+# The sheet: the same prompts and seed through the base and the best DPO run.
+sheet_args=()
+while IFS= read -r p; do sheet_args+=(--prompt "$p"); done < "$work/sheet_prompts.txt"
+"$diffuse" sample --checkpoint "$base" "${sheet_args[@]}" --seed 0 --columns 8 --out "$(dirname "$doc")/dpo_sheet_base.png"
+"$diffuse" sample --checkpoint "$work/dpo_b$(cat "$work/best_beta")" "${sheet_args[@]}" --seed 0 --columns 8 \
+  --out "$(dirname "$doc")/dpo_sheet_dpo.png"
