@@ -178,6 +178,72 @@ TEST_CASE("diffuse generate writes a PNG whose parameters diffuse inspect reads 
   CHECK_THAT(r.err, Contains("tokenizer") && Contains("--tokenizers"));
 }
 
+TEST_CASE("the starting noise is the reference's: torch.manual_seed(seed + i), randn of (1, 16, h, w)", "[pipeline][generate]") {
+  // sd3_infer.py get_noise(42, latent) for a (1, 16, 4, 4) latent, printed by /usr/bin/python3 with
+  // Debian's python3-torch 1.13: torch.randn(size, generator=torch.manual_seed(42)).flatten().
+  const auto noise = sampling::initial_noise(3, 16, 4, 4, 42);
+  const auto first = noise[0].flatten();
+  const double expected[] = {1.9269152879714966, 1.4872840642929077, 0.9007171988487244, -2.1055209636688232,
+                             0.6784184575080872, -1.2345448732376099};
+  for (int i = 0; i < 6; ++i) CHECK(first[i].item<double>() == Approx(expected[i]).epsilon(1e-7));
+  CHECK(first[255].item<double>() == Approx(0.22245365381240845).epsilon(1e-7));
+  CHECK(noise[0].sum().item<double>() == Approx(16.138675689697266).epsilon(1e-6));
+  // Image i is seed + i's first image (the reference's "roll" seeds), whatever the batch.
+  CHECK(torch::equal(noise[2], sampling::initial_noise(1, 16, 4, 4, 44)[0]));
+  // The library's own pipelines start from the same noise (pipeline::generate for trained models).
+  CHECK(torch::equal(sampling::initial_noise(1, 4, 8, 8, 5)[0], torch::randn({4, 8, 8}, at::detail::createCPUGenerator(5))));
+}
+
+TEST_CASE("diffuse generate --dry-run prints the resolved settings and their sources without loading weights", "[pipeline][generate][cli]") {
+  TinySD3 m;
+  const std::string base = "generate --tokenizers " + m.tok() + " --prompt x --dry-run";
+  auto r = diffuse::test::run_cli(base + " --model " + m.all());
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  auto j = nlohmann::json::parse(r.out);
+  CHECK(j["family"] == "custom");
+  CHECK(j["defaults"]["identified_by"] == "fallback");
+  CHECK(j["defaults"]["config"].is_null());
+  CHECK_THAT(j["defaults"]["note"].get<std::string>(), Contains("unknown model"));
+  CHECK_THAT(r.err, Contains("unknown model"));  // said on stderr too
+  CHECK(j["settings"]["steps"]["value"] == 50);
+  CHECK(j["settings"]["cfg"]["value"] == 5.0);
+  CHECK(j["settings"]["sampler"]["value"] == "dpmpp_2m");
+  CHECK(j["settings"]["shift"]["value"] == 3.0);
+  CHECK(j["settings"]["width"]["value"] == 1024);
+  CHECK_THAT(j["settings"]["steps"]["from"].get<std::string>(), Contains("fallback"));
+  CHECK(j["settings"]["skip_layer_guidance"]["scale"] == 0.0);
+  CHECK(j["files"]["mmdit"]["form"] == "in the model file");
+  CHECK(j["files"]["mmdit"]["layout"] == "original");
+  CHECK(j["files"]["mmdit"]["prefix"] == "model.diffusion_model.");
+  CHECK(j["files"]["t5"]["path"] == m.all());
+  // A released file name picks its CONFIGS row; options override and say so; the SLG preset on request.
+  std::filesystem::create_symlink(m.all(), m.dir / "sd3.5_medium.safetensors");
+  r = diffuse::test::run_cli(base + " --model " + (m.dir / "sd3.5_medium.safetensors").string() +
+                             " --steps 3 --skip-layer-cfg --no-t5");
+  REQUIRE(r.exit_code == 0);
+  j = nlohmann::json::parse(r.out);
+  CHECK(j["defaults"]["config"] == "sd3.5_medium");
+  CHECK(j["defaults"]["identified_by"] == "file name");
+  CHECK(j["settings"]["steps"]["value"] == 3);
+  CHECK(j["settings"]["steps"]["from"] == "--steps");
+  CHECK(j["settings"]["cfg"]["value"] == 5.0);  // the preset's CFG 4 is not applied by the reference either
+  CHECK_THAT(j["settings"]["cfg"]["from"].get<std::string>(), Contains("CONFIGS[\"sd3.5_medium\"] (by file name)"));
+  CHECK(j["settings"]["skip_layer_guidance"]["scale"] == 2.5);
+  CHECK(j["settings"]["skip_layer_guidance"]["layers"] == std::vector<int>{7, 8, 9});
+  CHECK(j["files"]["t5"]["path"].is_null());
+  // A diffusers folder: the parts' forms.
+  r = diffuse::test::run_cli(base + " --model " + (m.dir / "diffusers").string());
+  REQUIRE(r.exit_code == 0);
+  j = nlohmann::json::parse(r.out);
+  CHECK(j["files"]["vae"]["form"] == "diffusers folder");
+  CHECK(j["files"]["vae"]["layout"] == "diffusers");
+  // The preset where the reference has none is an error that says so.
+  r = diffuse::test::run_cli(base + " --model " + m.all() + " --skip-layer-cfg");
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.err, Contains("no skip-layer preset") && Contains("--slg-scale"));
+}
+
 TEST_CASE("LoRA files change the generated image at their strength; strength 0 is the base image", "[pipeline][generate][lora]") {
   TinySD3 m;
   const auto& c = m.mmdit->config();

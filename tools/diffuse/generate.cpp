@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 #include <torch/cuda.h>
 
 #include "command.hpp"
@@ -28,10 +29,70 @@ struct GenerateOptions {
   std::vector<std::string> prompts, loras;
   std::vector<int> skip_layers;
   int width = 0, height = 0, steps = 0, batch = 1, threads = 0, t5_length = 77;
-  double cfg = -1, shift = -1, slg_scale = -1, strength = 0.8, slg_start = 0.01, slg_end = 0.2;
+  double cfg = -1, shift = -1, slg_scale = -1, strength = 0.8, slg_start = -1, slg_end = -1;
   std::uint64_t seed = 42;
-  bool no_t5 = false, vae_tiling = false, low_memory = false;
+  bool no_t5 = false, vae_tiling = false, low_memory = false, skip_layer_cfg = false, dry_run = false;
 };
+
+// Where a model part was found and how its keys are laid out (headers only, no weights read).
+nlohmann::json part_json(const std::string& path, const std::string& model, const std::string& given, io::ComponentKind kind) {
+  if (path.empty()) return {{"path", nullptr}, {"form", "absent (zeros in its place)"}};
+  namespace fs = std::filesystem;
+  nlohmann::json j{{"path", path}};
+  if (!given.empty()) j["form"] = "given";
+  else if (fs::is_directory(model)) j["form"] = "diffusers folder";
+  else if (path == model) j["form"] = "in the model file";
+  io::WeightFiles f(path);
+  j["tensors"] = f.tensors().size();
+  for (const auto& c : io::detect_components(f.tensors()))
+    if (c.kind == kind) {
+      j["layout"] = std::string(io::to_string(c.layout));
+      j["prefix"] = c.prefix;
+      j["family"] = c.family;
+      break;
+    }
+  return j;
+}
+
+// `--dry-run`: the resolved settings and where each value comes from, as JSON on stdout.
+nlohmann::json dry_run_json(const GenerateOptions& o, const pipeline::SD3ModelFiles& files, const pipeline::GenerateRequest& r,
+                            const pipeline::GenerateSettings& s) {
+  using io::ComponentKind;
+  const auto& d = files.defaults;
+  const auto from = [&](bool given, const std::string& option) { return given ? option : d.source(); };
+  auto value = [](auto v, const std::string& src) { return nlohmann::json{{"value", v}, {"from", src}}; };
+  nlohmann::json j;
+  j["model"] = o.model;
+  j["family"] = files.family;
+  j["defaults"] = {{"config", d.config.empty() ? nlohmann::json(nullptr) : nlohmann::json(d.config)},
+                   {"identified_by", d.identified_by}};
+  if (!d.note.empty()) j["defaults"]["note"] = d.note;
+  j["files"] = {{"mmdit", part_json(files.mmdit, o.model, "", ComponentKind::MMDiT)},
+                {"vae", part_json(files.vae, o.model, o.vae, ComponentKind::Autoencoder)},
+                {"clip_l", part_json(files.clip_l, o.model, o.clip_l, ComponentKind::CLIPText)},
+                {"clip_g", part_json(files.clip_g, o.model, o.clip_g, ComponentKind::CLIPText)},
+                {"t5", part_json(files.t5, o.model, o.t5, ComponentKind::T5Encoder)},
+                {"tokenizers", files.tokenizers.empty() ? nlohmann::json(nullptr) : nlohmann::json(files.tokenizers)}};
+  const std::string size_from = !o.init_img.empty() ? "--init-img's size" : "sd3_infer.py WIDTH / HEIGHT";
+  j["settings"] = {{"width", value(s.width, o.width > 0 ? "--width" : size_from)},
+                   {"height", value(s.height, o.height > 0 ? "--height" : size_from)},
+                   {"steps", value(s.steps, from(o.steps > 0, "--steps"))},
+                   {"cfg", value(s.cfg, from(o.cfg >= 0, "--cfg"))},
+                   {"sampler", value(s.sampler, from(!o.sampler.empty(), "--sampler"))},
+                   {"shift", value(s.shift, from(o.shift >= 0, "--shift"))},
+                   {"seed", value(r.seed, "--seed (image i uses seed + i)")}};
+  nlohmann::json slg{{"scale", s.slg_scale}};
+  if (s.slg_scale != 0) {
+    slg["layers"] = s.skip_layers, slg["start"] = s.slg_start, slg["end"] = s.slg_end;
+    slg["from"] = o.slg_scale >= 0 ? "--slg-scale" : "--skip-layer-cfg: " + d.source();
+  } else {
+    slg["from"] = o.slg_scale >= 0 ? "--slg-scale"
+                                   : "off, as in the reference unless asked for (--skip-layer-cfg" +
+                                         std::string(d.skip_layer_preset ? " turns on this model's preset)" : "; this model has no preset)");
+  }
+  j["settings"]["skip_layer_guidance"] = slg;
+  return j;
+}
 
 // Peak resident memory of this process (VmHWM), in bytes; 0 where /proc lacks it.
 std::uint64_t peak_rss() {
@@ -82,7 +143,8 @@ void run_generate(const GenerateOptions& o) {
   given.t5 = o.t5;
   given.vae = o.vae;
   given.tokenizers = o.tokenizers;
-  const auto files = pipeline::find_sd3_model(o.model, given);
+  auto files = pipeline::find_sd3_model(o.model, given);
+  if (o.no_t5) files.t5.clear();
   std::cerr << "model: " << files.family << " (MM-DiT " << files.mmdit << "; VAE " << files.vae << "; CLIP-L "
             << (files.clip_l.empty() ? "absent" : files.clip_l) << "; CLIP-G " << (files.clip_g.empty() ? "absent" : files.clip_g)
             << "; T5 " << (files.t5.empty() || o.no_t5 ? "absent" : files.t5) << ")\n";
@@ -97,17 +159,25 @@ void run_generate(const GenerateOptions& o) {
   if (o.cfg >= 0) r.cfg = o.cfg;
   if (o.shift >= 0) r.shift = o.shift;
   if (o.slg_scale >= 0) r.slg_scale = o.slg_scale;
+  r.skip_layer_cfg = o.skip_layer_cfg;
   r.skip_layers = o.skip_layers;
-  r.slg_start = o.slg_start;
-  r.slg_end = o.slg_end;
+  if (o.slg_start >= 0) r.slg_start = o.slg_start;
+  if (o.slg_end >= 0) r.slg_end = o.slg_end;
   r.sampler = o.sampler;
   r.seed = o.seed;
   r.strength = o.strength;
   if (!o.init_img.empty()) {
     const auto img = io::read_png(o.init_img);
-    r.init_image = pipeline::from_rgb(img).unsqueeze(0);
+    if (!o.dry_run) r.init_image = pipeline::from_rgb(img).unsqueeze(0);
     if (r.width == 0) r.width = static_cast<int>(img.shape(1));
     if (r.height == 0) r.height = static_cast<int>(img.shape(0));
+  }
+  if (!files.defaults.note.empty()) std::cerr << "defaults: " << files.defaults.note << "\n";
+  if (o.dry_run) {
+    // The settings are resolved from the files' headers alone: no weights are read.
+    const auto s = pipeline::SD3Generator::resolve(files.defaults, r);
+    std::cout << dry_run_json(o, files, r, s).dump(2) << "\n";
+    return;
   }
   const auto t0 = std::chrono::steady_clock::now();
   pipeline::SD3Generator gen(files, go);
@@ -151,16 +221,18 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--negative", o->negative, "negative prompt (default: the empty prompt, as the reference)");
   cmd->add_option("--width", o->width, "image width, a multiple of 16 (default: the family's, 1024)");
   cmd->add_option("--height", o->height, "image height, a multiple of 16 (default: 1024)");
-  cmd->add_option("--steps", o->steps, "sampling steps (default: the family's: 28 SD3-medium, 40 SD3.5)");
-  cmd->add_option("--cfg", o->cfg, "classifier-free guidance scale (default: 7 SD3-medium, 4 SD3.5-medium, 4.5 SD3.5-large)");
-  cmd->add_option("--sampler", o->sampler, "euler, heun or dpmpp_2m (default: euler SD3-medium, dpmpp_2m SD3.5)");
-  cmd->add_option("--shift", o->shift, "timestep shift (default 3)");
+  cmd->add_option("--steps", o->steps, "sampling steps (default: the reference's for the model, see --dry-run)");
+  cmd->add_option("--cfg", o->cfg, "classifier-free guidance scale (default: the reference's for the model)");
+  cmd->add_option("--sampler", o->sampler, "euler, heun or dpmpp_2m (default: the reference's for the model)");
+  cmd->add_option("--shift", o->shift, "timestep shift (default: the reference's for the model)");
   cmd->add_option("--seed", o->seed, "seed; image i uses seed + i")->capture_default_str();
   cmd->add_option("--batch", o->batch, "images per prompt")->capture_default_str();
-  cmd->add_option("--slg-scale", o->slg_scale, "skip-layer guidance scale (default: 2.5 SD3.5-medium, else 0)");
+  cmd->add_flag("--skip-layer-cfg", o->skip_layer_cfg, "skip-layer guidance with the model's preset (SD3.5-medium: scale 2.5, layers 7,8,9, 1%-20% of the steps)");
+  cmd->add_option("--slg-scale", o->slg_scale, "skip-layer guidance scale (default: 0, or the preset's with --skip-layer-cfg)");
   cmd->add_option("--skip-layers", o->skip_layers, "blocks skipped for SLG (default 7,8,9)")->delimiter(',');
-  cmd->add_option("--slg-start", o->slg_start, "SLG active from this fraction of the steps")->capture_default_str();
-  cmd->add_option("--slg-end", o->slg_end, "SLG active until this fraction of the steps")->capture_default_str();
+  cmd->add_option("--slg-start", o->slg_start, "SLG active from this fraction of the steps (default 0.01)");
+  cmd->add_option("--slg-end", o->slg_end, "SLG active until this fraction of the steps (default 0.2)");
+  cmd->add_flag("--dry-run", o->dry_run, "print the resolved settings and where each comes from as JSON; read no weights");
   cmd->add_option("--init-img", o->init_img, "img2img: start from this PNG");
   cmd->add_option("--strength", o->strength, "img2img: how much to change (0, 1]")->capture_default_str();
   cmd->add_option("--dtype", o->dtype, "MM-DiT and VAE dtype: bf16, f16 or f32")->capture_default_str();

@@ -14,6 +14,7 @@
 
 #include "diffuse/pipeline/pipeline.hpp"
 #include "diffuse/sampling/guidance.hpp"
+#include "diffuse/sampling/initial_noise.hpp"
 
 namespace diffuse::pipeline {
 
@@ -29,16 +30,6 @@ struct GenerateOptions {
   int height = 32, width = 32;
   sampling::StepCallback on_step;
 };
-
-// Noise for image i depends on (seed, i) only, so a prompt's image does not change with the batch.
-inline torch::Tensor seeded_noise(std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w, std::uint64_t seed) {
-  auto out = torch::empty({n, c, h, w});
-  for (std::int64_t i = 0; i < n; ++i) {
-    auto gen = at::detail::createCPUGenerator(seed + static_cast<std::uint64_t>(i) * 0x9E3779B97F4A7C15ull);
-    out[i].copy_(torch::randn({c, h, w}, gen, torch::TensorOptions().dtype(torch::kFloat32)));
-  }
-  return out;
-}
 
 // Returns images (B, 3, H, W) in [-1, 1].
 template <class P>
@@ -58,7 +49,7 @@ torch::Tensor generate(typename P::backbone_type::module_type& model, const type
   const auto feats = cond.encode(prompts);
   const sampling::Conditioning c{feats.context, feats.pooled};
   const sampling::Conditioning u{torch::zeros_like(feats.context), torch::zeros_like(feats.pooled)};  // dropped: zeros, as trained
-  const auto noise = seeded_noise(n, ae.latent_channels(), o.height / f, o.width / f, o.seed);
+  const auto noise = sampling::initial_noise(n, ae.latent_channels(), o.height / f, o.width / f, o.seed);
   using Process = typename P::process_type;
   torch::Tensor latents;
   if constexpr (std::is_same_v<Process, process::RectifiedFlow>) {

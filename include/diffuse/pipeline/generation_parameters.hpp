@@ -18,6 +18,7 @@ struct GenerateSettings {
   double cfg = 0, shift = 0, slg_scale = 0;
   std::string sampler;
   std::vector<int> skip_layers;
+  double slg_start = 0.01, slg_end = 0.2;  // fractions of the steps with skip-layer guidance
 };
 
 // The generation parameters in the text form that A1111 and stable-diffusion.cpp write into a

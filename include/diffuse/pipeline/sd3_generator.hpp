@@ -10,8 +10,8 @@
 // so peak memory is near the largest stage rather than the sum. Model files: the all-in-one file
 // (model.diffusion_model.*, first_stage_model.*, text_encoders.*), an MM-DiT file with separate
 // encoder and VAE files (the SD3.5 releases), or a diffusers folder (transformer/, vae/,
-// text_encoder*/, tokenizer*/). Defaults per family follow the reference (sd3_infer.py) where it is
-// unambiguous (docs/generate.md).
+// text_encoder*/, tokenizer*/). Defaults are the reference's, chosen as it chooses them
+// (pipeline/sd3_defaults.hpp); the starting noise is the reference's too (sampling/initial_noise.hpp).
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -35,7 +35,9 @@
 #include "diffuse/io/module_weights.hpp"
 #include "diffuse/pipeline/generation_parameters.hpp"
 #include "diffuse/pipeline/pipeline.hpp"
+#include "diffuse/pipeline/sd3_defaults.hpp"
 #include "diffuse/sampling/guidance.hpp"
+#include "diffuse/sampling/initial_noise.hpp"
 #include "diffuse/sampling/sampler.hpp"
 #include "diffuse/sampling/schedule.hpp"
 
@@ -51,35 +53,8 @@ using SD3Inference = Pipeline<SD3Objective, encoders::SD3TextConditioning, backb
 struct SD3ModelFiles {
   std::string mmdit, vae, clip_l, clip_g, t5, tokenizers;
   std::string family = "custom";  // SD3-medium, SD3.5-medium, SD3.5-large (from the MM-DiT's shapes)
+  SD3Defaults defaults;           // the reference's defaults for this model (pipeline/sd3_defaults.hpp)
 };
-
-// Reference defaults per family (sd3_infer.py's CONFIGS; SD3-medium's shift 3 is diffusers', the
-// reference repository's 1.0 being disputed, SD3_FACTS "Open uncertainties").
-struct SD3Defaults {
-  int steps = 28;
-  double cfg = 7.0, shift = 3.0;
-  std::string sampler = "euler";
-  double slg_scale = 0.0;
-  std::vector<int> skip_layers;
-  double slg_start = 0.01, slg_end = 0.2;
-  int width = 1024, height = 1024;
-};
-
-inline SD3Defaults sd3_defaults(const std::string& family) {
-  SD3Defaults d;
-  if (family == "SD3.5-medium") {
-    d.steps = 40;
-    d.cfg = 4.0;
-    d.sampler = "dpmpp_2m";
-    d.slg_scale = 2.5;
-    d.skip_layers = {7, 8, 9};
-  } else if (family == "SD3.5-large") {
-    d.steps = 40;
-    d.cfg = 4.5;
-    d.sampler = "dpmpp_2m";
-  }
-  return d;
-}
 
 namespace generator_detail {
 
@@ -158,6 +133,14 @@ inline SD3ModelFiles find_sd3_model(const std::string& model, const SD3ModelFile
   io::SafetensorsFile mm(f.mmdit);
   for (const auto& c : io::detect_components(mm.tensors()))
     if (c.kind == io::ComponentKind::MMDiT) f.family = c.family;
+  SD3ModelIdentity id;
+  id.folder = fs::is_directory(model);
+  auto named = fs::absolute(model).lexically_normal();
+  if (!named.has_filename()) named = named.parent_path();  // "models/sd3/"
+  id.base_name = id.folder ? named.filename().string() : named.stem().string();
+  id.metadata = mm.metadata();
+  id.family = f.family;
+  f.defaults = sd3_defaults(id);
   return f;
 }
 
@@ -188,9 +171,10 @@ struct GenerateRequest {
   int steps = 0;                      // 0: the family default
   std::optional<double> cfg, shift;   // empty: the family default
   std::string sampler;                // euler, heun, dpmpp_2m; empty: the family default
-  std::optional<double> slg_scale;    // skip-layer guidance; empty: the family default
-  std::vector<int> skip_layers;
-  double slg_start = 0.01, slg_end = 0.2;
+  bool skip_layer_cfg = false;        // skip-layer guidance with the model's preset (the reference's --skip_layer_cfg)
+  std::optional<double> slg_scale;    // skip-layer guidance scale; empty: the preset's if asked for, else 0
+  std::vector<int> skip_layers;       // empty: the preset's (7, 8, 9)
+  std::optional<double> slg_start, slg_end;  // fractions of the steps; empty: the preset's (0.01, 0.2)
   std::uint64_t seed = 0;             // image i uses seed + i (torch.manual_seed semantics, CPU float32 noise)
   torch::Tensor init_image;           // img2img: (B or 1, 3, H, W) in [-1, 1]
   double strength = 0.8;
@@ -201,7 +185,7 @@ class SD3Generator {
  public:
   SD3Generator(SD3ModelFiles files, SD3GeneratorOptions o = {}) : files_(std::move(files)), o_(o) {
     if (o_.no_t5) files_.t5.clear();
-    defaults_ = sd3_defaults(files_.family);
+    defaults_ = files_.defaults;
     if (!o_.release_stages) {
       text();
       mmdit();
@@ -233,18 +217,33 @@ class SD3Generator {
   }
   int pixel_multiple() { return 8 * static_cast<int>(mmdit()->config().patch); }
   int native_resolution() const { return defaults_.width; }
-  double training_shift() const { return defaults_.shift; }
+  // SD3 was trained at 1024² with the timesteps shifted by 3 (SD3 paper, section 5.3.2), whatever
+  // shift the reference samples a model with (sd3_medium: 1).
+  double training_shift() const { return 3.0; }
 
-  GenerateSettings settings(const GenerateRequest& r) const {
+  GenerateSettings settings(const GenerateRequest& r) const { return resolve(defaults_, r); }
+
+  // What a request resolves to with a model's defaults (no weights needed: `generate --dry-run`).
+  static GenerateSettings resolve(const SD3Defaults& d, const GenerateRequest& r) {
     GenerateSettings s;
-    s.width = r.width > 0 ? r.width : defaults_.width;
-    s.height = r.height > 0 ? r.height : defaults_.height;
-    s.steps = r.steps > 0 ? r.steps : defaults_.steps;
-    s.cfg = r.cfg.value_or(defaults_.cfg);
-    s.shift = r.shift.value_or(defaults_.shift);
-    s.sampler = r.sampler.empty() ? defaults_.sampler : r.sampler;
-    s.slg_scale = r.slg_scale.value_or(defaults_.slg_scale);
-    s.skip_layers = r.skip_layers.empty() ? defaults_.skip_layers : r.skip_layers;
+    s.width = r.width > 0 ? r.width : d.width;
+    s.height = r.height > 0 ? r.height : d.height;
+    s.steps = r.steps > 0 ? r.steps : d.steps;
+    s.cfg = r.cfg.value_or(d.cfg);
+    s.shift = r.shift.value_or(d.shift);
+    s.sampler = r.sampler.empty() ? d.sampler : r.sampler;
+    // Skip-layer guidance as the reference runs it: off unless asked for; asked for, the model's
+    // preset, each value replaceable.
+    const auto preset = d.skip_layer_preset;
+    if (r.skip_layer_cfg && !preset)
+      throw InputError("generate: the reference has no skip-layer preset for this model (" +
+                       (d.config.empty() ? std::string("unknown model") : d.config) +
+                       "; only sd3.5_medium has one): give --slg-scale and --skip-layers instead");
+    const SkipLayerPreset p = preset.value_or(SkipLayerPreset{});
+    s.slg_scale = r.slg_scale.value_or(r.skip_layer_cfg ? p.scale : 0.0);
+    s.skip_layers = r.skip_layers.empty() ? p.layers : r.skip_layers;
+    s.slg_start = r.slg_start.value_or(p.start);
+    s.slg_end = r.slg_end.value_or(p.end);
     return s;
   }
 
@@ -274,11 +273,7 @@ class SD3Generator {
       if (s.slg_scale != 0 && (l < 0 || l >= model->config().depth))
         throw InputError("generate: skip layer " + std::to_string(l) + " does not exist (depth " + std::to_string(model->config().depth) + ")");
     const std::int64_t f = 8, h = s.height / f, w = s.width / f;
-    auto noise = torch::empty({n, 16, h, w});
-    for (std::int64_t i = 0; i < n; ++i) {
-      auto gen = at::detail::createCPUGenerator(r.seed + static_cast<std::uint64_t>(i));
-      noise[i].copy_(torch::randn({16, h, w}, gen, torch::TensorOptions().dtype(torch::kFloat32)));
-    }
+    auto noise = sampling::initial_noise(n, 16, h, w, r.seed);
     noise = noise.to(dev);
     auto sigmas = sampling::ReferenceSchedule{s.shift}.sigmas(s.steps);
     torch::Tensor x = noise;
@@ -304,8 +299,8 @@ class SD3Generator {
     g.cfg_scale = s.cfg;
     g.slg_scale = s.slg_scale;
     g.skip_layers = std::set<int>(s.skip_layers.begin(), s.skip_layers.end());
-    g.slg_start = r.slg_start;
-    g.slg_end = r.slg_end;
+    g.slg_start = s.slg_start;
+    g.slg_end = s.slg_end;
     const auto den = sampling::guided_flow_denoiser(fm, cond, uncond, g, s.steps);
     const auto res = sampling::sample_by_name(s.sampler, den, x, sigmas, r.on_step);
     if (o_.release_stages) mmdit_.reset();
