@@ -20,6 +20,23 @@ using namespace diffuse;
 using namespace diffuse::sampling;
 using Catch::Matchers::Contains;
 
+TEST_CASE("the reference schedule's sigmas are the reference's float32 values, bit for bit", "[sampling]") {
+  // Printed from the SD3.5 reference (fbf8f48: SD3Inferencer.get_sigmas(ModelSamplingDiscreteFlow(shift), n))
+  // under Debian's python3-torch 1.13: its sigmas are float32, and so the timesteps 1000 sigma.
+  const std::vector<float> shift3_n10 = {1.0f, 0.9601292610168457f, 0.913348913192749f, 0.8576923608779907f,
+                                         0.790368378162384f, 0.7072784900665283f, 0.602150559425354f, 0.4648760259151459f,
+                                         0.2780487835407257f, 0.008928571827709675f, 0.0f};
+  const std::vector<float> shift1_n4 = {1.0f, 0.6669999957084656f, 0.33399999141693115f, 0.0010000000474974513f, 0.0f};
+  for (const auto& [shift, expect] : {std::pair{3.0, shift3_n10}, std::pair{1.0, shift1_n4}}) {
+    const auto s = ReferenceSchedule{shift}.sigmas(static_cast<int>(expect.size()) - 1);
+    REQUIRE(s.size() == expect.size());
+    for (std::size_t i = 0; i < s.size(); ++i) {
+      INFO("shift " << shift << ", sigma " << i);
+      CHECK(s[i] == static_cast<double>(expect[i]));  // exactly, not approximately
+    }
+  }
+}
+
 TEST_CASE("the reference schedule applies the shift as the SD3.5 reference does", "[sampling]") {
   const auto s = ReferenceSchedule{3.0}.sigmas(4);
   const std::vector<double> expect = {1.0, 0.8577, 0.6022, 0.0089, 0.0};  // testdata README

@@ -29,14 +29,40 @@ inline std::vector<double> linspace(double a, double b, int n) {
   return v;
 }
 
+// In float32 and in the reference's order of operations, so that its sigmas (a torch.FloatTensor)
+// and the timesteps 1000 sigma the MM-DiT sees are bit for bit the reference's: the timestep
+// embedding's highest frequencies turn one ulp of t (6e-5 at t ~ 750) into differences far above
+// float32 rounding elsewhere (docs/reference_parity.md). torch.linspace computes start + step * i
+// for the first half and end - step * (n - 1 - i) for the rest, each as one fused multiply-add in
+// its CPU kernel (PyTorch 1.13's AVX2 build also has a vector path for n >= 16, which can differ
+// from this in the last bit).
 struct ReferenceSchedule {
   static constexpr const char* name = "reference";
   double shift = 3.0;
   std::vector<double> sigmas(int steps) const {
     check_steps(steps);
+    const float s = static_cast<float>(shift);
+    // ModelSamplingDiscreteFlow.sigma: t / 1000, then s t / (1 + (s - 1) t), each op rounded.
+    const auto sigma_of = [s](float timestep) {
+      const float t = timestep / 1000.0f;
+      if (s == 1.0f) return t;
+      const float num = s * t;
+      const float scaled = (s - 1.0f) * t;
+      const float den = 1.0f + scaled;
+      return num / den;
+    };
+    const float start = sigma_of(1000.0f) * 1000.0f, end = sigma_of(1.0f) * 1000.0f;  // timestep(sigma_max / _min)
     std::vector<double> out;
-    for (double ts : linspace(1000.0 * shift_sigma(shift, 1.0), 1000.0 * shift_sigma(shift, 0.001), steps))
-      out.push_back(shift_sigma(shift, ts / 1000.0));
+    if (steps == 1) {
+      out.push_back(sigma_of(start));
+    } else {
+      const float step = (end - start) / static_cast<float>(steps - 1);
+      for (int i = 0; i < steps; ++i) {
+        const float ts = i < steps / 2 ? std::fmaf(step, static_cast<float>(i), start)
+                                       : std::fmaf(-step, static_cast<float>(steps - 1 - i), end);
+        out.push_back(sigma_of(ts));
+      }
+    }
     out.push_back(0.0);
     return out;
   }
