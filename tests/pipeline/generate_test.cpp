@@ -194,6 +194,17 @@ TEST_CASE("the starting noise is the reference's: torch.manual_seed(seed + i), r
   CHECK(torch::equal(sampling::initial_noise(1, 4, 8, 8, 5)[0], torch::randn({4, 8, 8}, at::detail::createCPUGenerator(5))));
 }
 
+TEST_CASE("PNG bytes: to the nearest, or cut as the reference's vae_decode cuts them", "[pipeline][generate]") {
+  // 255 (x + 1) / 2 for x = -1, 0.001, 0.999, 1: 0, 127.6275, 254.8725, 255.
+  const auto x = torch::tensor({-1.0f, 0.001f, 0.999f, 1.0f}).view({1, 1, 4}).expand({3, 1, 4});
+  const auto nearest = io::to_rgb(x), cut = io::to_rgb(x, io::Quantize::Truncate);
+  const int expect_nearest[] = {0, 128, 255, 255}, expect_cut[] = {0, 127, 254, 255};
+  for (std::size_t i = 0; i < 4; ++i) {
+    CHECK(static_cast<int>(nearest(0, i, 0)) == expect_nearest[i]);
+    CHECK(static_cast<int>(cut(0, i, 2)) == expect_cut[i]);
+  }
+}
+
 TEST_CASE("diffuse generate --dry-run prints the resolved settings and their sources without loading weights", "[pipeline][generate][cli]") {
   TinySD3 m;
   const std::string base = "generate --tokenizers " + m.tok() + " --prompt x --dry-run";

@@ -16,6 +16,7 @@
 #include "progress.hpp"
 #include "diffuse/core/torch_compat.hpp"
 #include "diffuse/io/png.hpp"
+#include "diffuse/io/safetensors.hpp"
 #include "diffuse/pipeline/images.hpp"
 #include "diffuse/pipeline/sd3_generator.hpp"
 #include "diffuse/version.hpp"
@@ -24,13 +25,14 @@ namespace diffuse::cli {
 namespace {
 
 struct GenerateOptions {
-  std::string model, clip_l, clip_g, t5, vae, tokenizers, negative, sampler, init_img, out = "out.png";
+  std::string model, clip_l, clip_g, t5, vae, tokenizers, negative, sampler, init_img, out = "out.png", save_tensors;
   std::string dtype = "bf16", device = "cpu", weight_layout = "auto";
   std::vector<std::string> prompts, loras;
   std::vector<int> skip_layers;
   int width = 0, height = 0, steps = 0, batch = 1, threads = 0, t5_length = 77;
   double cfg = -1, shift = -1, slg_scale = -1, strength = 0.8, slg_start = -1, slg_end = -1;
   std::uint64_t seed = 42;
+  std::int64_t posterior_seed = -1;
   bool no_t5 = false, vae_tiling = false, low_memory = false, skip_layer_cfg = false, dry_run = false;
 };
 
@@ -166,6 +168,7 @@ void run_generate(const GenerateOptions& o) {
   r.sampler = o.sampler;
   r.seed = o.seed;
   r.strength = o.strength;
+  if (o.posterior_seed >= 0) r.posterior_seed = static_cast<std::uint64_t>(o.posterior_seed);
   if (!o.init_img.empty()) {
     const auto img = io::read_png(o.init_img);
     if (!o.dry_run) r.init_image = pipeline::from_rgb(img).unsqueeze(0);
@@ -194,8 +197,13 @@ void run_generate(const GenerateOptions& o) {
     progress.update(info.step + 1, "sigma " + std::to_string(info.sigma));
     return true;
   };
-  const auto images = gen.generate(r);
+  const auto latents = gen.sample(r);
+  const auto images = gen.decode(latents);
   const auto t2 = std::chrono::steady_clock::now();
+  if (!o.save_tensors.empty()) {
+    io::save_safetensors(o.save_tensors, {{"latent", latents.to(torch::kCPU, torch::kFloat32).contiguous()}, {"image", images.contiguous()}});
+    std::cerr << "wrote " << o.save_tensors << " (latent, image: float32)\n";
+  }
   const std::string model_name = files.family != "custom" ? files.family : std::filesystem::path(files.mmdit).stem().string();
   for (std::size_t i = 0; i < r.prompts.size(); ++i) {
     const auto text = pipeline::parameters_text(r.prompts[i], r.negative, s, r.seed + i, model_name,
@@ -203,7 +211,7 @@ void run_generate(const GenerateOptions& o) {
     const auto path = numbered(o.out, i, r.prompts.size());
     std::map<std::string, std::string> chunks{{"parameters", text}};
     if (!lora_text.empty()) chunks["loras"] = lora_text;
-    io::write_png(path, pipeline::to_rgb(images[static_cast<std::int64_t>(i)]), chunks);
+    io::write_png(path, pipeline::to_rgb(images[static_cast<std::int64_t>(i)], io::Quantize::Truncate), chunks);
     std::cerr << "wrote " << path << "\n";
   }
   std::cerr << "generated in " << std::chrono::duration<double>(t2 - t1).count() << " s ("
@@ -232,6 +240,8 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--skip-layers", o->skip_layers, "blocks skipped for SLG (default 7,8,9)")->delimiter(',');
   cmd->add_option("--slg-start", o->slg_start, "SLG active from this fraction of the steps (default 0.01)");
   cmd->add_option("--slg-end", o->slg_end, "SLG active until this fraction of the steps (default 0.2)");
+  cmd->add_option("--save-tensors", o->save_tensors, "also write the final latent and the image as float32 tensors (latent, image) to this .safetensors file");
+  cmd->add_option("--posterior-seed", o->posterior_seed, "img2img: encode the init image as a draw from the VAE posterior with this seed, as the reference draws (default: its mean)");
   cmd->add_flag("--dry-run", o->dry_run, "print the resolved settings and where each comes from as JSON; read no weights");
   cmd->add_option("--init-img", o->init_img, "img2img: start from this PNG");
   cmd->add_option("--strength", o->strength, "img2img: how much to change (0, 1]")->capture_default_str();

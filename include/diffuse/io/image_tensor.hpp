@@ -9,8 +9,15 @@
 
 namespace diffuse::io {
 
-inline RGBImage to_rgb(const torch::Tensor& x) {  // (3, H, W) in [-1, 1]
-  const auto u8 = ((x.detach().to(torch::kCPU, torch::kFloat32).clamp(-1, 1) + 1) * 127.5).round().to(torch::kUInt8).permute({1, 2, 0}).contiguous();
+// How a value in [0, 255] becomes a byte: to the nearest, or cut towards zero as the SD3.5
+// reference's vae_decode does (numpy astype(uint8) of 255 (x + 1) / 2), which `diffuse generate`
+// follows so that its PNGs equal the reference's.
+enum class Quantize { Nearest, Truncate };
+
+inline RGBImage to_rgb(const torch::Tensor& x, Quantize q = Quantize::Nearest) {  // (3, H, W) in [-1, 1]
+  const auto f = x.detach().to(torch::kCPU, torch::kFloat32);
+  const auto scaled = q == Quantize::Nearest ? ((f.clamp(-1, 1) + 1) * 127.5).round() : (((f + 1) / 2).clamp(0, 1) * 255).trunc();
+  const auto u8 = scaled.to(torch::kUInt8).permute({1, 2, 0}).contiguous();
   RGBImage img({static_cast<std::size_t>(u8.size(0)), static_cast<std::size_t>(u8.size(1)), 3});
   std::memcpy(img.data(), u8.data_ptr(), static_cast<std::size_t>(u8.numel()));
   return img;

@@ -178,6 +178,7 @@ struct GenerateRequest {
   std::uint64_t seed = 0;             // image i uses seed + i (torch.manual_seed semantics, CPU float32 noise)
   torch::Tensor init_image;           // img2img: (B or 1, 3, H, W) in [-1, 1]
   double strength = 0.8;
+  std::optional<std::uint64_t> posterior_seed;  // img2img: draw from the VAE posterior (empty: its mean)
   sampling::StepCallback on_step;     // preview or stop (return false)
 };
 
@@ -248,7 +249,11 @@ class SD3Generator {
   }
 
   // Images (B, 3, H, W) in [-1, 1], float32 on the CPU.
-  torch::Tensor generate(const GenerateRequest& r) {
+  torch::Tensor generate(const GenerateRequest& r) { return decode(sample(r)); }
+
+  // The sampled latents (B, 16, H/8, W/8) as the VAE's decoder takes them (SD3's latent format
+  // undone: what the reference's do_sampling returns), float32 on the compute device.
+  torch::Tensor sample(const GenerateRequest& r) {
     const auto s = settings(r);
     if (r.prompts.empty()) throw InputError("generate: no prompt");
     if (s.width % 16 || s.height % 16 || s.width <= 0 || s.height <= 0)
@@ -284,7 +289,15 @@ class SD3Generator {
         throw InputError("generate: the init image is " + std::to_string(img.size(3)) + "x" + std::to_string(img.size(2)) +
                          ", the request " + std::to_string(s.width) + "x" + std::to_string(s.height));
       auto& ae = vae();
-      auto latent = fmt.process_in((o_.vae_tiling ? autoencoder::encode_tiled(ae, img) : ae->encode(img)).mean.to(torch::kFloat32));
+      const auto posterior = o_.vae_tiling ? autoencoder::encode_tiled(ae, img) : ae->encode(img);
+      // The mean, or (as the reference's SDVAE.encode does) a draw mean + std * eps, eps from a
+      // CPU generator seeded with posterior_seed (the reference uses torch's global generator).
+      auto encoded = posterior.mean;
+      if (r.posterior_seed) {
+        auto gen = at::detail::createCPUGenerator(*r.posterior_seed);
+        encoded = posterior.sample(torch::randn(posterior.mean.sizes(), gen, torch::kFloat32).to(posterior.mean.options()));
+      }
+      auto latent = fmt.process_in(encoded.to(torch::kFloat32));
       if (latent.size(0) == 1 && n > 1) latent = latent.expand({n, -1, -1, -1});
       const auto start = sampling::img2img_start(sigmas, latent, noise, r.strength);
       sigmas = start.sigmas;
@@ -304,9 +317,14 @@ class SD3Generator {
     const auto den = sampling::guided_flow_denoiser(fm, cond, uncond, g, s.steps);
     const auto res = sampling::sample_by_name(s.sampler, den, x, sigmas, r.on_step);
     if (o_.release_stages) mmdit_.reset();
-    // 3. Decode.
+    return fmt.process_out(res.x);
+  }
+
+  // Latents from sample() to images (B, 3, H, W) in [-1, 1], float32 on the CPU.
+  torch::Tensor decode(const torch::Tensor& latents) {
+    torch::NoGradGuard no_grad;
     auto& ae = vae();
-    const auto z = fmt.process_out(res.x).to(dtype);
+    const auto z = latents.to(o_.device, o_.dtype);
     auto images = o_.vae_tiling ? autoencoder::decode_tiled(ae, z) : ae->decode(z);
     if (o_.release_stages) vae_.reset();
     return images.to(torch::kCPU, torch::kFloat32).clamp(-1, 1);
