@@ -193,7 +193,9 @@ void run_generate(const GenerateOptions& o) {
             << s.shift << (s.slg_scale != 0 ? ", SLG " + std::to_string(s.slg_scale) : std::string()) << ", " << o.dtype
             << " on " << o.device << "\n";
   Progress progress("generate", s.steps);
+  std::vector<std::chrono::steady_clock::time_point> step_ends;  // the mean over all steps hides a slow first one
   r.on_step = [&](const sampling::StepInfo& info) {
+    step_ends.push_back(std::chrono::steady_clock::now());
     progress.update(info.step + 1, "sigma " + std::to_string(info.sigma));
     return true;
   };
@@ -214,9 +216,13 @@ void run_generate(const GenerateOptions& o) {
     io::write_png(path, pipeline::to_rgb(images[static_cast<std::int64_t>(i)], io::Quantize::Truncate), chunks);
     std::cerr << "wrote " << path << "\n";
   }
-  std::cerr << "generated in " << std::chrono::duration<double>(t2 - t1).count() << " s ("
-            << std::chrono::duration<double>(t2 - t1).count() / s.steps << " s/step); peak RSS "
-            << peak_rss() / (1024.0 * 1024 * 1024) << " GiB\n";
+  const auto secs = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
+  if (step_ends.empty()) step_ends.push_back(t2);
+  std::cerr << "generated in " << secs(t1, t2) << " s: text and first step " << secs(t1, step_ends.front()) << " s";
+  if (step_ends.size() > 1)
+    std::cerr << ", later steps " << secs(step_ends.front(), step_ends.back()) / static_cast<double>(step_ends.size() - 1)
+              << " s/step";
+  std::cerr << ", decode " << secs(step_ends.back(), t2) << " s; peak RSS " << peak_rss() / (1024.0 * 1024 * 1024) << " GiB\n";
 }
 
 }  // namespace
