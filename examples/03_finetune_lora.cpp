@@ -58,7 +58,8 @@ int main(int argc, char** argv) {
   // 2. The trainer: encodes the images and captions once, attaches the adapters, trains them.
   training::TrainCallbacks log;
   log.log = [](const std::string& line) { std::printf("%s\n", line.c_str()); };
-  training::LoraTrainer<pipeline::SD3Objective, pipeline::SD3Generator> trainer(base, images, out, config, false, log);
+  // The generator's own typedef names what is trained: one model trains, fine-tunes and generates.
+  training::LoraTrainer<pipeline::SD3Inference::objective_type, pipeline::SD3Generator> trainer(base, images, out, config, false, log);
   const auto result = trainer.run();
   std::printf("fit loss %.4f -> %.4f; LoRA in %s\n", result.fit_loss_before, result.fit_loss_after,
               (out / "lora.safetensors").c_str());

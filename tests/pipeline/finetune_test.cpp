@@ -69,7 +69,7 @@ TEST_CASE("LoRA fine-tuning of a tiny SD3 checkpoint on an image folder: the los
       CHECK(torch::equal(pooled, f.pooled));
     }
     const data::ImageFolder folder(data);
-    training::LoraTrainer<pipeline::SD3Objective, pipeline::SD3Generator> trainer(base, folder, out, c, false, cb);
+    training::LoraTrainer<pipeline::SD3Inference::objective_type, pipeline::SD3Generator> trainer(base, folder, out, c, false, cb);
     CHECK(trainer.examples() == 8);
     CHECK(trainer.config().alpha == 4);            // alpha 0: the rank
     CHECK(trainer.config().timestep_shift == 3);  // the family default of an SD3 checkpoint

@@ -194,6 +194,37 @@ TEST_CASE("the starting noise is the reference's: torch.manual_seed(seed + i), r
   CHECK(torch::equal(sampling::initial_noise(1, 4, 8, 8, 5)[0], torch::randn({4, 8, 8}, at::detail::createCPUGenerator(5))));
 }
 
+TEST_CASE("generation through a pipeline typedef; the sampler method from a compile-time list", "[pipeline][generate]") {
+  static_assert(std::is_same_v<pipeline::SD3Generator, pipeline::BasicSD3Generator<pipeline::SD3Inference>>);
+  static_assert(std::is_same_v<pipeline::SD3Inference::sampler_type::schedule_type, sampling::ReferenceSchedule>);
+  static_assert(std::is_same_v<pipeline::SD3Inference::conditioning_type, encoders::SD3TextConditioning>);
+  using Choice = pipeline::SD3Generator::method_choice;
+  CHECK(Choice::names() == "euler, heun, dpmpp_2m");
+  CHECK(Choice("heun").name() == "heun");
+  CHECK_THROWS_WITH(Choice("lms"), Contains("sampler must be one of euler, heun, dpmpp_2m") && Contains("'lms'"));
+  // A program's own typedefs: the same parts with the MM-DiT's QK-norm fixed in the type. The tiny
+  // model has none: QKNorm::None takes it and makes SD3Inference's image; QKNorm::RMS refuses it.
+  using NoQKNorm = pipeline::Pipeline<pipeline::SD3Objective, encoders::SD3TextConditioning,
+                                      backbone::MMDiTBackbone<backbone::QKNorm::None>,
+                                      autoencoder::FrozenKL<autoencoder::SD3LatentFormat>,
+                                      sampling::ScheduledSampler<sampling::Euler, sampling::ReferenceSchedule>>;
+  using WithQKNorm = pipeline::Pipeline<pipeline::SD3Objective, encoders::SD3TextConditioning,
+                                        backbone::MMDiTBackbone<backbone::QKNorm::RMS>,
+                                        autoencoder::FrozenKL<autoencoder::SD3LatentFormat>,
+                                        sampling::ScheduledSampler<sampling::Euler, sampling::ReferenceSchedule>>;
+  TinySD3 m;
+  pipeline::SD3ModelFiles tok;
+  tok.tokenizers = m.tok();
+  const auto files = pipeline::find_sd3_model(m.all(), tok);
+  pipeline::SD3Generator any(files, f32());
+  pipeline::BasicSD3Generator<NoQKNorm> fixed(files, f32());
+  auto r = request({"a red circle"});
+  CHECK(torch::equal(any.generate(r), fixed.generate(r)));
+  CHECK_THROWS_WITH(pipeline::BasicSD3Generator<WithQKNorm>(files, f32()), Contains("has no QK-norm") && Contains("mmdit-qknorm"));
+  r.sampler = "lms";  // outside the list: refused before any work
+  CHECK_THROWS_WITH(any.generate(r), Contains("sampler must be one of"));
+}
+
 TEST_CASE("PNG bytes: to the nearest, or cut as the reference's vae_decode cuts them", "[pipeline][generate]") {
   // 255 (x + 1) / 2 for x = -1, 0.001, 0.999, 1: 0, 127.6275, 254.8725, 255.
   const auto x = torch::tensor({-1.0f, 0.001f, 0.999f, 1.0f}).view({1, 1, 4}).expand({3, 1, 4});

@@ -18,6 +18,7 @@ template <class Format = SD3LatentFormat>
 class FrozenKL {
  public:
   static constexpr std::string_view name = "kl";
+  using format_type = Format;
   explicit FrozenKL(const std::string& weights) : vae_(nullptr) {
     if (weights.empty())
       throw InputError("the pipeline's autoencoder is a KL autoencoder: give its weights (autoencoder_weights; "

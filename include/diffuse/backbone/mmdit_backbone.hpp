@@ -15,7 +15,9 @@
 
 namespace diffuse::backbone {
 
-enum class QKNorm { None, RMS };
+// QK-normalisation in the type: None (SD3-medium), RMS (SD3.5, the paper's section 5.3.2), or
+// AsStored: whatever the checkpoint or config says, for a generator that reads released files.
+enum class QKNorm { None, RMS, AsStored };
 
 inline void init_for_training(MMDiT& m) {
   torch::NoGradGuard g;
@@ -46,11 +48,12 @@ inline void init_for_training(MMDiT& m) {
 
 template <QKNorm QK = QKNorm::RMS>
 struct MMDiTBackbone {
-  static constexpr std::string_view name = QK == QKNorm::RMS ? "mmdit-qknorm" : "mmdit";
+  static constexpr std::string_view name = QK == QKNorm::RMS ? "mmdit-qknorm" : QK == QKNorm::None ? "mmdit" : "mmdit-as-stored";
+  static constexpr QKNorm qk_norm = QK;
   using module_type = MMDiT;
-  // The type decides the structure; the config gives the sizes.
+  // The type decides the structure (AsStored: the config does); the config gives the sizes.
   static MMDiTConfig configure(MMDiTConfig c) {
-    c.qk_norm = QK == QKNorm::RMS;
+    if constexpr (QK != QKNorm::AsStored) c.qk_norm = QK == QKNorm::RMS;
     return c;
   }
   static MMDiT create(const MMDiTConfig& c) {

@@ -21,6 +21,8 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include <torch/types.h>
@@ -38,16 +40,21 @@
 #include "diffuse/pipeline/sd3_defaults.hpp"
 #include "diffuse/sampling/guidance.hpp"
 #include "diffuse/sampling/initial_noise.hpp"
+#include "diffuse/sampling/method_choice.hpp"
 #include "diffuse/sampling/sampler.hpp"
 #include "diffuse/sampling/schedule.hpp"
 
 namespace diffuse::pipeline {
 
-// SD3 inference as one typedef: the SD3 text stack, the MM-DiT, the 16-channel KL autoencoder with
-// SD3's latent format, Euler with shift. (The MM-DiT's QK-norm and MMDiT-X layers are read from
-// the checkpoint; the sampler can be changed per request.)
-using SD3Inference = Pipeline<SD3Objective, encoders::SD3TextConditioning, backbone::MMDiTBackbone<backbone::QKNorm::None>,
-                              autoencoder::FrozenKL<autoencoder::SD3LatentFormat>, EulerWithShift>;
+// SD3 / SD3.5 inference from the released checkpoints as one typedef, like the training recipes:
+// the SD3 text stack, the MM-DiT with the structure the checkpoint has (QK-norm, MMDiT-X layers),
+// the 16-channel KL autoencoder with SD3's latent format, and the reference's sampler, DPM++ 2M on
+// its schedule. A request (or a model's defaults: Turbo's Euler) may name another integration
+// method of SD3SamplerMethods, chosen once per request; the schedule is the sampler slot's.
+using SD3Inference = Pipeline<SD3Objective, encoders::SD3TextConditioning, backbone::MMDiTBackbone<backbone::QKNorm::AsStored>,
+                              autoencoder::FrozenKL<autoencoder::SD3LatentFormat>,
+                              sampling::ScheduledSampler<sampling::DPMPP2M, sampling::ReferenceSchedule>>;
+using SD3SamplerMethods = std::tuple<sampling::Euler, sampling::Heun, sampling::DPMPP2M>;
 
 // Where each part of a model is. Any text encoder may be empty (zeros in its place).
 struct SD3ModelFiles {
@@ -57,6 +64,10 @@ struct SD3ModelFiles {
 };
 
 namespace generator_detail {
+
+// A sigma schedule made from the shift alone, as the generator makes it per request.
+template <class S>
+concept ScheduleWithShift = requires(double shift) { S{shift}.sigmas(1); };
 
 // A diffusers text-encoder folder: its one .safetensors file, or the folder itself when the
 // encoder is sharded (io::WeightFiles reads all shards); empty when there is none.
@@ -182,9 +193,33 @@ struct GenerateRequest {
   sampling::StepCallback on_step;     // preview or stop (return false)
 };
 
-class SD3Generator {
+// The generator of a pipeline typedef P (SD3Inference, or a program's own: e.g. one fixed to
+// SD3.5's QK-norm, which then refuses an SD3-medium file). What it reads of P: the conditioning
+// (the SD3 text stack), the backbone policy (the MM-DiT; its QK-norm checked against the file),
+// the autoencoder's latent format and the sampler slot's schedule; Methods lists the integration
+// methods a request may name.
+template <class P = SD3Inference, class Methods = SD3SamplerMethods>
+class BasicSD3Generator {
+  static_assert(std::is_same_v<typename P::conditioning_type, encoders::SD3TextConditioning>,
+                "BasicSD3Generator: the pipeline's conditioning slot must be encoders::SD3TextConditioning (the "
+                "released CLIP-L, CLIP-G and T5 stack), e.g. pipeline::SD3Inference");
+  static_assert(std::is_same_v<typename P::backbone_type::module_type, backbone::MMDiT>,
+                "BasicSD3Generator: the pipeline's backbone slot must be an MM-DiT policy, e.g. "
+                "backbone::MMDiTBackbone<backbone::QKNorm::AsStored>");
+  static_assert(requires { typename P::autoencoder_type::format_type; },
+                "BasicSD3Generator: the pipeline's autoencoder slot must be autoencoder::FrozenKL<Format> (the "
+                "released KL autoencoder with its latent format)");
+  static_assert(generator_detail::ScheduleWithShift<typename P::sampler_type::schedule_type>,
+                "BasicSD3Generator: the sampler slot's schedule must take the shift as its first value, e.g. "
+                "sampling::ReferenceSchedule");
+  using format_type = typename P::autoencoder_type::format_type;
+  using schedule_type = typename P::sampler_type::schedule_type;
+
  public:
-  SD3Generator(SD3ModelFiles files, SD3GeneratorOptions o = {}) : files_(std::move(files)), o_(o) {
+  using pipeline_type = P;
+  using method_choice = sampling::MethodChoice<Methods>;
+
+  BasicSD3Generator(SD3ModelFiles files, SD3GeneratorOptions o = {}) : files_(std::move(files)), o_(o) {
     if (o_.no_t5) files_.t5.clear();
     defaults_ = files_.defaults;
     if (!o_.release_stages) {
@@ -210,7 +245,7 @@ class SD3Generator {
     auto& ae = vae();
     const auto img = images.to(o_.device, o_.dtype);
     const auto mean = (o_.vae_tiling ? autoencoder::encode_tiled(ae, img) : ae->encode(img)).mean;
-    return autoencoder::SD3LatentFormat{}.process_in(mean.to(torch::kFloat32)).to(torch::kCPU);
+    return format_type{}.process_in(mean.to(torch::kFloat32)).to(torch::kCPU);
   }
   // Per-encoder dropout of features encode_text gave (sampling::drop_sd3_encoders).
   void apply_dropout(torch::Tensor& context, torch::Tensor& pooled, double rate, at::Generator& gen) const {
@@ -260,8 +295,7 @@ class SD3Generator {
       throw InputError("generate: width and height must be positive multiples of 16, got " + std::to_string(s.width) + "x" +
                        std::to_string(s.height));
     if (s.steps < 1) throw InputError("generate: steps must be at least 1");
-    if (s.sampler != "euler" && s.sampler != "heun" && s.sampler != "dpmpp_2m")
-      throw InputError("generate: sampler must be euler, heun or dpmpp_2m, got '" + s.sampler + "'");
+    const method_choice method(s.sampler);  // chosen once, before any work
     torch::NoGradGuard no_grad;
     const auto n = static_cast<std::int64_t>(r.prompts.size());
     // 1. Text: prompts and the negative prompt in one batch.
@@ -280,9 +314,9 @@ class SD3Generator {
     const std::int64_t f = 8, h = s.height / f, w = s.width / f;
     auto noise = sampling::initial_noise(n, 16, h, w, r.seed);
     noise = noise.to(dev);
-    auto sigmas = sampling::ReferenceSchedule{s.shift}.sigmas(s.steps);
+    auto sigmas = schedule_type{s.shift}.sigmas(s.steps);
     torch::Tensor x = noise;
-    const autoencoder::SD3LatentFormat fmt;
+    const format_type fmt;
     if (r.init_image.defined()) {
       auto img = r.init_image.to(dev, o_.dtype);
       if (img.size(2) != s.height || img.size(3) != s.width)
@@ -315,7 +349,7 @@ class SD3Generator {
     g.slg_start = s.slg_start;
     g.slg_end = s.slg_end;
     const auto den = sampling::guided_flow_denoiser(fm, cond, uncond, g, s.steps);
-    const auto res = sampling::sample_by_name(s.sampler, den, x, sigmas, r.on_step);
+    const auto res = method.sample(den, x, sigmas, r.on_step);
     if (o_.release_stages) mmdit_.reset();
     return fmt.process_out(res.x);
   }
@@ -399,6 +433,15 @@ class SD3Generator {
       lo.device = o_.device;
       lo.weight_layout = o_.weight_layout;
       mmdit_.emplace(io::load_mmdit(files_.mmdit, lo));
+      if constexpr (requires { P::backbone_type::qk_norm; }) {
+        if constexpr (P::backbone_type::qk_norm != backbone::QKNorm::AsStored) {
+          const bool want = P::backbone_type::qk_norm == backbone::QKNorm::RMS;
+          if ((*mmdit_)->config().qk_norm != want)
+            throw InputError(files_.mmdit + ": the MM-DiT has " + ((*mmdit_)->config().qk_norm ? "" : "no ") +
+                             "QK-norm but the generator's pipeline type says " + std::string(P::backbone_type::name) +
+                             "; pipeline::SD3Inference (QKNorm::AsStored) takes any released model");
+        }
+      }
       for (const auto& l : o_.loras) io::merge_lora(*mmdit_, io::read_lora(l.path, (*mmdit_)->config()), l.strength);
       (*mmdit_)->to(o_.device);
       (*mmdit_)->eval();
@@ -422,5 +465,7 @@ class SD3Generator {
   std::optional<backbone::MMDiT> mmdit_;
   std::optional<autoencoder::KLAutoencoder> vae_;
 };
+
+using SD3Generator = BasicSD3Generator<SD3Inference>;
 
 }  // namespace diffuse::pipeline
