@@ -67,6 +67,24 @@ class WeightFiles {
   Header merged_;
 };
 
+// make() run with LibTorch's default dtype set to `dtype`, so a module's parameters are allocated
+// in the dtype its weights will have rather than in float32 first (half the passing peak for
+// bf16). The default dtype is process-wide: it is restored before returning, and nothing else
+// should construct modules on another thread meanwhile.
+template <class Make>
+auto construct_in_dtype(torch::ScalarType dtype, Make&& make) {
+  const auto previous = c10::get_default_dtype();
+  if (c10::isFloatingType(dtype)) c10::set_default_dtype(c10::scalarTypeToTypeMeta(dtype));
+  try {
+    auto built = make();
+    c10::set_default_dtype(previous);
+    return built;
+  } catch (...) {
+    c10::set_default_dtype(previous);
+    throw;
+  }
+}
+
 struct ModuleWeightsOptions {
   std::optional<torch::ScalarType> dtype;              // empty: keep the stored dtype
   std::map<std::string, std::string> aliases;          // parameter name -> other key it may be stored under
