@@ -216,11 +216,21 @@ class MMDiTImpl : public torch::nn::Module {
   const MMDiTConfig& config() const { return config_; }
 
   // x: (B, C, H, W) latent; t: (B) = 1000 sigma; y: (B, adm_in); context: (B, L, context_in).
-  // skip_layers: joint blocks bypassed entirely (skip-layer guidance). Returns (B, C_out, H, W).
+  // skip_layers: joint blocks bypassed entirely (skip-layer guidance). block_residuals: a
+  // ControlNet's outputs (backbone/controlnet.hpp), n of them (B, T, D); after joint block i the
+  // image tokens get residual i / (depth / n), as the reference adds them (a skipped block gets
+  // none). Returns (B, C_out, H, W).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& y,
                         const torch::Tensor& context, const std::set<int>& skip_layers = {},
-                        MMDiTTrace* trace = nullptr) {
+                        MMDiTTrace* trace = nullptr, const std::vector<torch::Tensor>& block_residuals = {}) {
     check_inputs(x, t, y, context);
+    const auto n_res = static_cast<int>(block_residuals.size());
+    if (n_res > config_.depth || (n_res > 0 && (config_.depth - 1) / (config_.depth / n_res) >= n_res))
+      throw InputError("MM-DiT input: " + std::to_string(n_res) + " ControlNet residuals cannot feed " +
+                       std::to_string(config_.depth) + " joint blocks");
+    auto add_residual = [&](torch::Tensor& tokens, int i) {
+      if (n_res > 0) tokens = tokens + block_residuals[static_cast<std::size_t>(i / (config_.depth / n_res))];
+    };
     const auto p = config_.patch;
     const auto h = x.size(2) / p, w = x.size(3) / p;
     const auto xe = x_embedder(x);                                 // (B, T, D)
@@ -240,11 +250,13 @@ class MMDiTImpl : public torch::nn::Module {
         const auto out = RecomputedJointBlock::apply(ctx, tokens, c, trigger, block);
         ctx = out[0];
         tokens = out[1];
+        add_residual(tokens, i);
         continue;
       }
       auto out = block->forward(ctx, tokens, c);
       ctx = out.context;
       tokens = out.x;
+      add_residual(tokens, i);
       if (trace) {
         trace->block_x.push_back(tokens);
         trace->block_context.push_back(ctx);
