@@ -12,6 +12,8 @@
 #include "diffuse/io/mmdit_checkpoint.hpp"
 #include "diffuse/io/png.hpp"
 #include "diffuse/pipeline/sd3_generator.hpp"
+#include "backbone/tiny_controlnet.hpp"
+#include "diffuse/backbone/controlnet_config.hpp"
 #include "pipeline/tiny_sd3.hpp"
 #include "test_util.hpp"
 
@@ -331,6 +333,78 @@ TEST_CASE("LoRA files change the generated image at their strength; strength 0 i
   r = diffuse::test::run_cli(cli + " --lora " + (m.dir / "missing.safetensors").string() + " --out " + (m.dir / "x.png").string());
   CHECK(r.exit_code == 2);
   CHECK_THAT(r.err, Contains("missing.safetensors: no such file"));
+}
+
+TEST_CASE("diffuse generate --controlnet: the control image steers it, resized; the name picks the settings; bad input exits 2", "[pipeline][generate][controlnet][cli]") {
+  TinySD3 m;
+  torch::NoGradGuard g;
+  const auto base = m.mmdit->config();  // hidden 128 = its pooled width 128: the 8B form
+  backbone::ControlNetConfig c;
+  c.layers = 2;
+  c.hidden = base.hidden_size();
+  c.heads = base.num_heads();
+  c.mlp_hidden = 4 * c.hidden;
+  c.pooled_in = base.adm_in;
+  c.interval = 1;
+  backbone::ControlNet net(c, base);
+  diffuse::test::randomize_controlnet(net, 21);
+  const auto cn = m.dir / "sd3.5_large_controlnet_canny.safetensors";  // the released name: CONFIGS's row
+  diffuse::test::write_controlnet(cn, net, 1);
+  io::RGBImage control({24, 40, 3});  // not the output size: resized as the reference resizes it
+  for (std::size_t y = 0; y < 24; ++y)
+    for (std::size_t x = 0; x < 40; ++x)
+      for (std::size_t ch = 0; ch < 3; ++ch) control(y, x, ch) = static_cast<std::uint8_t>(((x / 5 + y / 6) % 2) * 255);
+  const auto img = (m.dir / "edges.png").string();
+  io::write_png(img, control);
+  const std::string base_cmd = "generate --model " + m.all() + " --tokenizers " + m.tok() +
+                               " --prompt 'a red circle' --width 64 --height 48 --steps 3 --cfg 4 --sampler euler --dtype f32 --seed 3";
+  const std::string with = " --controlnet " + cn.string() + " --control-image " + img;
+  auto r = diffuse::test::run_cli(base_cmd + with + " --out " + (m.dir / "cn.png").string());
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  r = diffuse::test::run_cli(base_cmd + " --out " + (m.dir / "plain.png").string());
+  REQUIRE(r.exit_code == 0);
+  r = diffuse::test::run_cli(base_cmd + with + " --control-strength 0 --out " + (m.dir / "zero.png").string());
+  REQUIRE(r.exit_code == 0);
+  const auto steered = io::read_png((m.dir / "cn.png").string()), plain = io::read_png((m.dir / "plain.png").string());
+  REQUIRE(steered.shape(0) == 48);
+  const bool differs = steered != plain, zero_is_plain = io::read_png((m.dir / "zero.png").string()) == plain;
+  CHECK(differs);
+  CHECK(zero_is_plain);  // strength 0 adds zeros
+  // --dry-run: the ControlNet's CONFIGS row (60 steps, CFG 3.5, euler, shift 3) and its form and type.
+  r = diffuse::test::run_cli("generate --model " + m.all() + " --tokenizers " + m.tok() + " --prompt x --dry-run" + with);
+  REQUIRE(r.exit_code == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  CHECK(j["settings"]["steps"]["value"] == 60);
+  CHECK(j["settings"]["cfg"]["value"] == 3.5);
+  CHECK(j["settings"]["sampler"]["value"] == "euler");
+  CHECK(j["settings"]["shift"]["value"] == 3.0);
+  CHECK_THAT(j["settings"]["steps"]["from"].get<std::string>(), Contains("sd3.5_large_controlnet_canny") && Contains("ControlNet"));
+  CHECK(j["settings"]["width"]["value"] == 40);  // the control image's size when none is given
+  CHECK(j["controlnet"]["blocks"] == 2);
+  CHECK(j["controlnet"]["control_type"]["name"] == "canny");
+  CHECK_THAT(j["controlnet"]["preprocessing"].get<std::string>(), Contains("x * 255 * 0.5 + 0.5"));
+  CHECK_THAT(j["controlnet"]["form"].get<std::string>(), Contains("8B"));
+  // Bad inputs: no control image, a missing one, a control image alone, a ControlNet for another model.
+  r = diffuse::test::run_cli(base_cmd + " --controlnet " + cn.string());
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.err, Contains("--control-image"));
+  r = diffuse::test::run_cli(base_cmd + " --controlnet " + cn.string() + " --control-image " + (m.dir / "nope.png").string());
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.err, Contains("nope.png"));
+  r = diffuse::test::run_cli(base_cmd + " --control-image " + img);
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.err, Contains("--controlnet"));
+  auto wide = base;
+  wide.depth = 3;  // hidden 192: another model's ControlNet
+  c.hidden = wide.hidden_size();
+  c.heads = 3;
+  c.mlp_hidden = 4 * c.hidden;
+  backbone::ControlNet other(c, wide);
+  diffuse::test::write_controlnet(m.dir / "other.safetensors", other);
+  r = diffuse::test::run_cli(base_cmd + " --control-image " + img + " --controlnet " + (m.dir / "other.safetensors").string());
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.err, Contains("a ControlNet for another model"));
 }
 
 }  // namespace t_generate

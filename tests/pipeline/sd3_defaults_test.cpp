@@ -105,4 +105,27 @@ TEST_CASE("an unknown model gets the reference's fallback values and says so", "
   CHECK(sd3_defaults(named("my_finetune", "SD3.5-medium")).config == "sd3.5_medium");
 }
 
+TEST_CASE("a ControlNet's CONFIGS row replaces steps, CFG, sampler and shift; another name keeps the model's", "[pipeline][defaults][controlnet]") {
+  // sd3_infer.py CONFIGS: every sd3.5_large_controlnet_* row is 60 steps, CFG 3.5, euler, shift 3.
+  for (const char* name : {"sd3.5_large_controlnet_blur", "sd3.5_large_controlnet_canny", "sd3.5_large_controlnet_depth"}) {
+    auto d = sd3_defaults(named("sd3.5_large", "SD3.5-large"));
+    REQUIRE(d.steps == 40);
+    apply_controlnet_defaults(d, name);
+    CHECK(d.controlnet_config == name);
+    CHECK(d.steps == 60);
+    CHECK(d.cfg == 3.5);
+    CHECK(d.sampler == "euler");
+    CHECK(d.shift == 3.0);
+    CHECK(d.config == "sd3.5_large");  // the model's row is still the model's
+    CHECK_THAT(d.source(), Contains(name) && Contains("ControlNet"));
+    CHECK_THAT(d.model_source(), Contains("CONFIGS[\"sd3.5_large\"]"));
+  }
+  auto d = sd3_defaults(named("sd3.5_large", "SD3.5-large"));
+  apply_controlnet_defaults(d, "my_canny");
+  CHECK(d.controlnet_config.empty());
+  CHECK(d.steps == 40);
+  CHECK(d.sampler == "dpmpp_2m");
+  CHECK_THAT(d.note, Contains("my_canny") && Contains("no CONFIGS row"));
+}
+
 }  // namespace t_sd3_defaults

@@ -15,6 +15,7 @@
 #include "inputs.hpp"
 #include "progress.hpp"
 #include "diffuse/core/torch_compat.hpp"
+#include "diffuse/io/image_file.hpp"
 #include "diffuse/io/png.hpp"
 #include "diffuse/io/safetensors.hpp"
 #include "diffuse/pipeline/images.hpp"
@@ -26,6 +27,8 @@ namespace {
 
 struct GenerateOptions {
   std::string model, clip_l, clip_g, t5, vae, tokenizers, negative, sampler, init_img, out = "out.png", save_tensors;
+  std::string controlnet, control_image;
+  double control_strength = 1.0;
   std::string dtype = "bf16", device = "cpu", weight_layout = "auto";
   std::vector<std::string> prompts, loras;
   std::vector<int> skip_layers;
@@ -56,6 +59,28 @@ nlohmann::json part_json(const std::string& path, const std::string& model, cons
   return j;
 }
 
+// The ControlNet as read from its header and the MM-DiT's: its form, the control image's
+// preprocessing, and the CONFIGS row its name picks.
+nlohmann::json controlnet_json(const GenerateOptions& o, const pipeline::SD3ModelFiles& files) {
+  io::SafetensorsFile mm(files.mmdit);
+  const auto base = backbone::detect_mmdit_config(mm.tensors(), files.mmdit);
+  const auto c = backbone::detect_controlnet_config(io::SafetensorsFile(files.controlnet), base);
+  const bool pooled = c.form == backbone::ControlNetForm::PooledText8B;
+  nlohmann::json j{{"path", files.controlnet},
+                   {"blocks", c.layers},
+                   {"joint_blocks_per_block", c.interval},
+                   {"form", pooled ? "8B: the pooled text and the MM-DiT's patch embedding, blocks in sequence"
+                                   : "2B: the MM-DiT's embedded pooled text and its own patch embedding, blocks side by side"},
+                   {"control_type", {{"value", c.control_type},
+                                     {"name", backbone::control_type_name(c.control_type)},
+                                     {"from", c.control_type_stored ? "the file's control_type tensor" : "absent: 0, as the reference"}}},
+                   {"control_image", o.control_image},
+                   {"strength", o.control_strength}};
+  j["preprocessing"] = pooled && c.control_type == 1 ? "bytes / 255, then x * 255 * 0.5 + 0.5 (the reference's canny)" : "bytes / 255, then 2x - 1";
+  j["config"] = files.defaults.controlnet_config.empty() ? nlohmann::json(nullptr) : nlohmann::json(files.defaults.controlnet_config);
+  return j;
+}
+
 // `--dry-run`: the resolved settings and where each value comes from, as JSON on stdout.
 nlohmann::json dry_run_json(const GenerateOptions& o, const pipeline::SD3ModelFiles& files, const pipeline::GenerateRequest& r,
                             const pipeline::GenerateSettings& s) {
@@ -75,7 +100,9 @@ nlohmann::json dry_run_json(const GenerateOptions& o, const pipeline::SD3ModelFi
                 {"clip_g", part_json(files.clip_g, o.model, o.clip_g, ComponentKind::CLIPText)},
                 {"t5", part_json(files.t5, o.model, o.t5, ComponentKind::T5Encoder)},
                 {"tokenizers", files.tokenizers.empty() ? nlohmann::json(nullptr) : nlohmann::json(files.tokenizers)}};
-  const std::string size_from = !o.init_img.empty() ? "--init-img's size" : "sd3_infer.py WIDTH / HEIGHT";
+  const std::string size_from = !o.init_img.empty()        ? "--init-img's size"
+                                : !o.control_image.empty() ? "--control-image's size"
+                                                           : "sd3_infer.py WIDTH / HEIGHT";
   j["settings"] = {{"width", value(s.width, o.width > 0 ? "--width" : size_from)},
                    {"height", value(s.height, o.height > 0 ? "--height" : size_from)},
                    {"steps", value(s.steps, from(o.steps > 0, "--steps"))},
@@ -86,13 +113,14 @@ nlohmann::json dry_run_json(const GenerateOptions& o, const pipeline::SD3ModelFi
   nlohmann::json slg{{"scale", s.slg_scale}};
   if (s.slg_scale != 0) {
     slg["layers"] = s.skip_layers, slg["start"] = s.slg_start, slg["end"] = s.slg_end;
-    slg["from"] = o.slg_scale >= 0 ? "--slg-scale" : "--skip-layer-cfg: " + d.source();
+    slg["from"] = o.slg_scale >= 0 ? "--slg-scale" : "--skip-layer-cfg: " + d.model_source();
   } else {
     slg["from"] = o.slg_scale >= 0 ? "--slg-scale"
                                    : "off, as in the reference unless asked for (--skip-layer-cfg" +
                                          std::string(d.skip_layer_preset ? " turns on this model's preset)" : "; this model has no preset)");
   }
   j["settings"]["skip_layer_guidance"] = slg;
+  if (!files.controlnet.empty()) j["controlnet"] = controlnet_json(o, files);
   return j;
 }
 
@@ -145,6 +173,10 @@ void run_generate(const GenerateOptions& o) {
   given.t5 = o.t5;
   given.vae = o.vae;
   given.tokenizers = o.tokenizers;
+  given.controlnet = o.controlnet;
+  if (!o.controlnet.empty() && o.control_image.empty())
+    throw InputError("--controlnet needs --control-image (the image that steers it)");
+  if (o.controlnet.empty() && !o.control_image.empty()) throw InputError("--control-image needs --controlnet");
   auto files = pipeline::find_sd3_model(o.model, given);
   if (o.no_t5) files.t5.clear();
   std::cerr << "model: " << files.family << " (MM-DiT " << files.mmdit << "; VAE " << files.vae << "; CLIP-L "
@@ -174,6 +206,17 @@ void run_generate(const GenerateOptions& o) {
     if (!o.dry_run) r.init_image = pipeline::from_rgb(img).unsqueeze(0);
     if (r.width == 0) r.width = static_cast<int>(img.shape(1));
     if (r.height == 0) r.height = static_cast<int>(img.shape(0));
+    // Another size given: resized as the reference resizes it (Lanczos, as Pillow).
+    if (!o.dry_run && (r.width != static_cast<int>(img.shape(1)) || r.height != static_cast<int>(img.shape(0))) &&
+        r.width > 0 && r.height > 0 && r.width % 16 == 0 && r.height % 16 == 0)
+      r.init_image = pipeline::from_rgb(io::lanczos_resize(img, r.width, r.height)).unsqueeze(0);
+  }
+  if (!o.control_image.empty()) {
+    const auto img = io::read_image(o.control_image);
+    if (r.width == 0) r.width = static_cast<int>(img.shape(1));
+    if (r.height == 0) r.height = static_cast<int>(img.shape(0));
+    r.control_image = img;
+    r.control_strength = o.control_strength;
   }
   if (!files.defaults.note.empty()) std::cerr << "defaults: " << files.defaults.note << "\n";
   if (o.dry_run) {
@@ -213,6 +256,9 @@ void run_generate(const GenerateOptions& o) {
     const auto path = numbered(o.out, i, r.prompts.size());
     std::map<std::string, std::string> chunks{{"parameters", text}};
     if (!lora_text.empty()) chunks["loras"] = lora_text;
+    if (!o.controlnet.empty())
+      chunks["controlnet"] = std::filesystem::path(o.controlnet).filename().string() + ":" + std::to_string(o.control_strength) +
+                             " with " + std::filesystem::path(o.control_image).filename().string();
     io::write_png(path, pipeline::to_rgb(images[static_cast<std::int64_t>(i)], io::Quantize::Truncate), chunks);
     std::cerr << "wrote " << path << "\n";
   }
@@ -249,7 +295,10 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--save-tensors", o->save_tensors, "also write the final latent and the image as float32 tensors (latent, image) to this .safetensors file");
   cmd->add_option("--posterior-seed", o->posterior_seed, "img2img: encode the init image as a draw from the VAE posterior with this seed, as the reference draws (default: its mean)");
   cmd->add_flag("--dry-run", o->dry_run, "print the resolved settings and where each comes from as JSON; read no weights");
-  cmd->add_option("--init-img", o->init_img, "img2img: start from this PNG");
+  cmd->add_option("--init-img", o->init_img, "img2img: start from this PNG (another --width/--height: resized as the reference, Lanczos)");
+  cmd->add_option("--controlnet", o->controlnet, "an SD3 ControlNet file (SD3.5-large: sd3.5_large_controlnet_blur/canny/depth; its name picks the reference's settings, see --dry-run)");
+  cmd->add_option("--control-image", o->control_image, "the ControlNet's control image (PNG, JPEG, BMP or WebP; resized to the output size as the reference, Lanczos)");
+  cmd->add_option("--control-strength", o->control_strength, "scale of the ControlNet's residuals (the reference: 1)")->capture_default_str();
   cmd->add_option("--strength", o->strength, "img2img: how much to change (0, 1]")->capture_default_str();
   cmd->add_option("--dtype", o->dtype, "MM-DiT and VAE dtype: bf16, f16 or f32")->capture_default_str();
   cmd->add_option("--device", o->device, "cpu or cuda")->capture_default_str();

@@ -49,6 +49,14 @@ inline constexpr std::array<ReferenceConfig, 4> reference_configs{{
     {"sd3.5_large_turbo", "SD3.5-large", 4, 1.0, 3.0, "euler", false},
 }};
 
+// CONFIGS's ControlNet rows: a ControlNet file with one of these base names replaces the model's
+// steps, CFG, sampler and shift (sd3_infer.py main(), `_x = x or controlnet_config.get(...)`).
+inline constexpr std::array<ReferenceConfig, 3> reference_controlnet_configs{{
+    {"sd3.5_large_controlnet_blur", "SD3.5-large", 60, 3.5, 3.0, "euler", false},
+    {"sd3.5_large_controlnet_canny", "SD3.5-large", 60, 3.5, 3.0, "euler", false},
+    {"sd3.5_large_controlnet_depth", "SD3.5-large", 60, 3.5, 3.0, "euler", false},
+}};
+
 // sd3_infer.py main()'s values for a name not in CONFIGS, and its WIDTH / HEIGHT.
 inline constexpr ReferenceConfig reference_fallback{"", "", 50, 5.0, 3.0, "dpmpp_2m", false};
 inline constexpr int reference_width = 1024, reference_height = 1024;
@@ -70,9 +78,15 @@ struct SD3Defaults {
   std::string sampler{reference_fallback.sampler};
   int width = reference_width, height = reference_height;
   std::optional<SkipLayerPreset> skip_layer_preset;  // used when skip-layer guidance is asked for
+  std::string controlnet_config;  // a ControlNet's CONFIGS row that replaced steps, CFG, sampler and shift
 
   // Where a value the defaults set comes from, for `diffuse generate --dry-run`.
   std::string source() const {
+    return !controlnet_config.empty() ? "sd3_infer.py CONFIGS[\"" + controlnet_config + "\"] (by the ControlNet's file name)"
+                                      : model_source();
+  }
+  // Where the model's own row comes from (the skip-layer preset is the model's, never a ControlNet's).
+  std::string model_source() const {
     return config.empty() ? "sd3_infer.py fallback for a model not in CONFIGS"
                           : "sd3_infer.py CONFIGS[\"" + config + "\"] (by " + identified_by + ")";
   }
@@ -179,6 +193,25 @@ inline SD3Defaults sd3_defaults(const SD3ModelIdentity& m) {
   d.sampler = std::string(c->sampler);
   if (c->skip_layer_preset) d.skip_layer_preset = SkipLayerPreset{};
   return d;
+}
+
+// A ControlNet given with the model (its file's base name): its CONFIGS row, where it has one,
+// replaces steps, CFG, sampler and shift, as sd3_infer.py main() does. For another name the
+// reference would sample with no steps or shift unless all four are given; the model's defaults
+// stay here, and the note says so.
+inline void apply_controlnet_defaults(SD3Defaults& d, std::string_view controlnet_base_name) {
+  for (const auto& c : reference_controlnet_configs)
+    if (c.name == controlnet_base_name) {
+      d.controlnet_config = std::string(c.name);
+      d.steps = c.steps;
+      d.cfg = c.cfg;
+      d.shift = c.shift;
+      d.sampler = std::string(c.sampler);
+      return;
+    }
+  d.note += std::string(d.note.empty() ? "" : "; ") + "the ControlNet's file name (" + std::string(controlnet_base_name) +
+            ") is no CONFIGS row: the model's defaults stay (the reference needs --steps, --cfg, --sampler and --shift "
+            "given then; its rows are sd3.5_large_controlnet_blur, _canny and _depth: 60 steps, CFG 3.5, euler, shift 3)";
 }
 
 }  // namespace diffuse::pipeline

@@ -12,6 +12,8 @@
 // encoder and VAE files (the SD3.5 releases), or a diffusers folder (transformer/, vae/,
 // text_encoder*/, tokenizer*/). Defaults are the reference's, chosen as it chooses them
 // (pipeline/sd3_defaults.hpp); the starting noise is the reference's too (sampling/initial_noise.hpp).
+// A ControlNet (SD3.5-large's blur, canny and depth; backbone/controlnet.hpp) steers the MM-DiT
+// with a control image encoded as the reference encodes it.
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -31,6 +33,8 @@
 #include "diffuse/autoencoder/latent_format.hpp"
 #include "diffuse/autoencoder/tiling.hpp"
 #include "diffuse/encoders/sd3_text_conditioning.hpp"
+#include "diffuse/io/controlnet_checkpoint.hpp"
+#include "diffuse/io/lanczos_resize.hpp"
 #include "diffuse/io/lora_file.hpp"
 #include "diffuse/io/mmdit_checkpoint.hpp"
 #include "diffuse/io/model_family.hpp"
@@ -59,6 +63,7 @@ using SD3SamplerMethods = std::tuple<sampling::Euler, sampling::Heun, sampling::
 // Where each part of a model is. Any text encoder may be empty (zeros in its place).
 struct SD3ModelFiles {
   std::string mmdit, vae, clip_l, clip_g, t5, tokenizers;
+  std::string controlnet;         // optional: an SD3 ControlNet for this MM-DiT
   std::string family = "custom";  // SD3-medium, SD3.5-medium, SD3.5-large (from the MM-DiT's shapes)
   SD3Defaults defaults;           // the reference's defaults for this model (pipeline/sd3_defaults.hpp)
 };
@@ -152,6 +157,11 @@ inline SD3ModelFiles find_sd3_model(const std::string& model, const SD3ModelFile
   id.metadata = mm.metadata();
   id.family = f.family;
   f.defaults = sd3_defaults(id);
+  if (!given.controlnet.empty()) {
+    if (!fs::is_regular_file(given.controlnet)) throw InputError(given.controlnet + ": ControlNet file not found");
+    f.controlnet = given.controlnet;
+    apply_controlnet_defaults(f.defaults, fs::path(given.controlnet).stem().string());
+  }
   return f;
 }
 
@@ -189,9 +199,31 @@ struct GenerateRequest {
   std::uint64_t seed = 0;             // image i uses seed + i (torch.manual_seed semantics, CPU float32 noise)
   torch::Tensor init_image;           // img2img: (B or 1, 3, H, W) in [-1, 1]
   double strength = 0.8;
-  std::optional<std::uint64_t> posterior_seed;  // img2img: draw from the VAE posterior (empty: its mean)
+  // img2img and ControlNet: encode images as draws from the VAE posterior, the init image's first,
+  // from one generator seeded so (the reference draws from torch's global one); empty: the mean.
+  std::optional<std::uint64_t> posterior_seed;
+  // ControlNet (the files' controlnet): the control image, 8-bit RGB of any size (resized to the
+  // request's as the reference resizes it: io/lanczos_resize.hpp), and the residuals' scale (the
+  // reference's is 1).
+  std::optional<io::RGBImage> control_image;
+  double control_strength = 1.0;
   sampling::StepCallback on_step;     // preview or stop (return false)
 };
+
+namespace generator_detail {
+
+// The control image as the reference's _image_to_latent / vae_encode prepare it before the VAE:
+// resized with Lanczos to the request's size, bytes / 255 in float32, then mapped to the range the
+// ControlNet was trained on: 2B form and blur / depth 2x - 1, the 8B canny model x 255 x 0.5 + 0.5.
+// Returns (1, 3, H, W) float32.
+inline torch::Tensor control_pixels(const io::RGBImage& image, int width, int height, const backbone::ControlNetConfig& c) {
+  auto img = io::lanczos_resize(image, width, height);
+  auto x = torch::from_blob(img.data(), {height, width, 3}, torch::kUInt8).to(torch::kFloat32).div(255.0).permute({2, 0, 1}).unsqueeze(0);
+  if (c.form == backbone::ControlNetForm::PooledText8B && c.control_type == 1) return x.mul(255).mul(0.5).add(0.5);
+  return x.mul(2.0).sub(1.0);
+}
+
+}  // namespace generator_detail
 
 // The generator of a pipeline typedef P (SD3Inference, or a program's own: e.g. one fixed to
 // SD3.5's QK-norm, which then refuses an SD3-medium file). What it reads of P: the conditioning
@@ -225,6 +257,7 @@ class BasicSD3Generator {
     if (!o_.release_stages) {
       text();
       mmdit();
+      if (!files_.controlnet.empty()) controlnet();
       vae();
     }
   }
@@ -301,6 +334,10 @@ class BasicSD3Generator {
     // 1. Text: prompts and the negative prompt in one batch.
     std::vector<std::string> texts = r.prompts;
     texts.push_back(r.negative);
+    const bool controlled = !files_.controlnet.empty();
+    if (controlled && !r.control_image)
+      throw InputError("generate: the ControlNet " + files_.controlnet + " needs a control image (--control-image)");
+    if (!controlled && r.control_image) throw InputError("generate: a control image needs a ControlNet (--controlnet)");
     const auto feats = encode_text_stages(texts);
     const auto dev = o_.device;
     auto ctx = feats.context.to(dev), pooled = feats.pooled.to(dev);
@@ -317,30 +354,42 @@ class BasicSD3Generator {
     auto sigmas = schedule_type{s.shift}.sigmas(s.steps);
     torch::Tensor x = noise;
     const format_type fmt;
+    // Images to latents: the posterior's mean, or draws from one generator (init image first).
+    std::optional<at::Generator> draws;
+    if (r.posterior_seed) draws = at::detail::createCPUGenerator(*r.posterior_seed);
+    auto encode = [&](const torch::Tensor& img) {
+      auto& ae = vae();
+      const auto posterior = o_.vae_tiling ? autoencoder::encode_tiled(ae, img) : ae->encode(img);
+      auto encoded = posterior.mean;  // or mean + std * eps, as the reference's SDVAE.encode
+      if (draws) encoded = posterior.sample(torch::randn(posterior.mean.sizes(), *draws, torch::kFloat32).to(posterior.mean.options()));
+      return fmt.process_in(encoded.to(torch::kFloat32));
+    };
     if (r.init_image.defined()) {
       auto img = r.init_image.to(dev, o_.dtype);
       if (img.size(2) != s.height || img.size(3) != s.width)
         throw InputError("generate: the init image is " + std::to_string(img.size(3)) + "x" + std::to_string(img.size(2)) +
                          ", the request " + std::to_string(s.width) + "x" + std::to_string(s.height));
-      auto& ae = vae();
-      const auto posterior = o_.vae_tiling ? autoencoder::encode_tiled(ae, img) : ae->encode(img);
-      // The mean, or (as the reference's SDVAE.encode does) a draw mean + std * eps, eps from a
-      // CPU generator seeded with posterior_seed (the reference uses torch's global generator).
-      auto encoded = posterior.mean;
-      if (r.posterior_seed) {
-        auto gen = at::detail::createCPUGenerator(*r.posterior_seed);
-        encoded = posterior.sample(torch::randn(posterior.mean.sizes(), gen, torch::kFloat32).to(posterior.mean.options()));
-      }
-      auto latent = fmt.process_in(encoded.to(torch::kFloat32));
+      auto latent = encode(img);
       if (latent.size(0) == 1 && n > 1) latent = latent.expand({n, -1, -1, -1});
       const auto start = sampling::img2img_start(sigmas, latent, noise, r.strength);
       sigmas = start.sigmas;
       x = start.x;
     }
+    torch::Tensor control;  // the encoded control image, (1, 16, h, w)
+    if (controlled) {
+      auto& cn = controlnet();
+      control = encode(generator_detail::control_pixels(*r.control_image, s.width, s.height, cn->config()).to(dev, o_.dtype));
+    }
     const auto dtype = o_.dtype;
     sampling::FlowModel fm = [&](const torch::Tensor& xx, const torch::Tensor& t, const torch::Tensor& y,
                                  const torch::Tensor& c, const std::set<int>& skip) {
-      return model->forward(xx.to(dtype), t, y.to(dtype), c.to(dtype), skip).to(torch::kFloat32);
+      // The ControlNet runs beside the guided passes, not the skip-layer one (the reference's
+      // SkipLayerCFGDenoiser calls the model without it), with the control latent for each row.
+      std::vector<torch::Tensor> residuals;
+      if (control.defined() && skip.empty())
+        residuals = (*controlnet_)->forward(model, xx.to(dtype), t, y.to(dtype),
+                                            control.expand({xx.size(0), -1, -1, -1}).to(dtype), r.control_strength);
+      return model->forward(xx.to(dtype), t, y.to(dtype), c.to(dtype), skip, nullptr, residuals).to(torch::kFloat32);
     };
     sampling::Guidance g;
     g.cfg_scale = s.cfg;
@@ -350,7 +399,7 @@ class BasicSD3Generator {
     g.slg_end = s.slg_end;
     const auto den = sampling::guided_flow_denoiser(fm, cond, uncond, g, s.steps);
     const auto res = method.sample(den, x, sigmas, r.on_step);
-    if (o_.release_stages) mmdit_.reset();
+    if (o_.release_stages) mmdit_.reset(), controlnet_.reset();
     return fmt.process_out(res.x);
   }
 
@@ -448,6 +497,16 @@ class BasicSD3Generator {
     }
     return *mmdit_;
   }
+  backbone::ControlNet& controlnet() {
+    if (!controlnet_) {
+      io::ControlNetLoadOptions lo;
+      lo.dtype = o_.dtype;
+      lo.device = o_.device;
+      lo.weight_layout = o_.weight_layout;
+      controlnet_.emplace(io::load_controlnet(files_.controlnet, mmdit()->config(), lo));
+    }
+    return *controlnet_;
+  }
   autoencoder::KLAutoencoder& vae() {
     if (!vae_) {
       vae_.emplace(autoencoder::load_autoencoder(files_.vae, o_.dtype));
@@ -463,6 +522,7 @@ class BasicSD3Generator {
   std::optional<encoders::SD3TextConditioning> text_;
   sampling::SD3ConditioningShape text_shape_;  // of the last encode_text_stages
   std::optional<backbone::MMDiT> mmdit_;
+  std::optional<backbone::ControlNet> controlnet_;
   std::optional<autoencoder::KLAutoencoder> vae_;
 };
 
