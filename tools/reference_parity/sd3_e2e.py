@@ -12,6 +12,13 @@ prompt with a fixed seed) and `diffuse generate` on the same files, prompt and s
 the final latent and the decoded image in float32 (largest difference over the largest magnitude of
 the reference's values) and the 8-bit images.
 
+ControlNet cases use tiny ControlNets made with the reference's dit_embedder.ControlNetEmbedder,
+written as the released files are (embedders under diffusers' names, a control_type tensor), and a
+control image of another size than the output (so both resize it). One departure: the reference
+tells its 8B ControlNets from 2B ones by a pooled-text input of exactly 2048 (SD3's pooled width);
+the tiny stack's pooled width is 256, so after loading the script sets the reference's
+using_8b_controlnet flag by the same test against that width, which is diffuse's rule.
+
 Needs /usr/bin/python3 with Debian's python3-torch, python3-numpy, python3-pil, python3-tqdm and
 python3-sentencepiece; einops, safetensors, transformers and fire are not packaged, so ./standins
 has small stand-ins for what the reference uses of them. The reference runs on CUDA in float16;
@@ -63,9 +70,20 @@ def import_reference(reference):
     torch.Tensor.cuda = to_dtype
     torch.Tensor.half = to_dtype
     torch.nn.Module.cuda = lambda self, *a, **k: self
+    module_to = torch.nn.Module.to
+
+    def module_to_cpu(self, *a, **k):  # SD3.__init__ moves the ControlNet with .to("cuda")
+        cuda = lambda d: isinstance(d, (str, torch.device)) and str(d).startswith("cuda")
+        a = tuple("cpu" if cuda(x) else x for x in a)
+        if cuda(k.get("device")):
+            k["device"] = "cpu"
+        return module_to(self, *a, **k)
+
+    torch.nn.Module.to = module_to_cpu
     # SDVAE.encode's posterior draw: the float32 stream whatever the dtype (float64 draws differ).
     randn_like = torch.randn_like
     torch.randn_like = lambda t, **k: randn_like(t, dtype=torch.float32).to(t.dtype)
+    import dit_embedder
     import mmditx
     import other_impls
     import sd3_impls
@@ -101,7 +119,7 @@ def import_reference(reference):
     sd3_infer.CLIPG_CONFIG = {"hidden_act": "gelu", "hidden_size": 128, "intermediate_size": 256,
                               "num_attention_heads": 2, "num_hidden_layers": 3}
     sd3_infer.T5_CONFIG = {"d_ff": 64, "d_model": 4096, "num_heads": 2, "num_layers": 2, "vocab_size": 64}
-    return mmditx, other_impls, sd3_impls, sd3_infer
+    return mmditx, other_impls, sd3_impls, sd3_infer, dit_embedder
 
 
 def module_heads(module):
@@ -132,7 +150,7 @@ def randomize(module, seed):
 
 @torch.no_grad()  # as the reference builds its modules (main() is no_grad)
 def write_models(mods, work, clip_vocab):
-    mmditx, other_impls, sd3_impls, sd3_infer = mods
+    mmditx, other_impls, sd3_impls, sd3_infer, dit_embedder = mods
     from safetensors import save_file
 
     folder = os.path.join(work, "models")
@@ -158,7 +176,8 @@ def write_models(mods, work, clip_vocab):
         save_file(dict(m.transformer.state_dict()), os.path.join(folder, name + ".safetensors"))
 
     models = {}
-    for name, depth, qk_norm, x_attn in [("sd3", 2, None, []), ("sd35m", 3, "rms", [0])]:
+    # sd35l: SD3.5-large's structure (RMS QK-norm, no MMDiT-X blocks) at depth 6, hidden 384.
+    for name, depth, qk_norm, x_attn in [("sd3", 2, None, []), ("sd35m", 3, "rms", [0]), ("sd35l", 6, "rms", [])]:
         dit = mmditx.MMDiTX(input_size=None, pos_embed_scaling_factor=None, pos_embed_offset=None, pos_embed_max_size=16,
                             patch_size=2, in_channels=16, depth=depth, num_patches=256, adm_in_channels=256,
                             context_embedder_config={"target": "torch.nn.Linear",
@@ -172,6 +191,21 @@ def write_models(mods, work, clip_vocab):
         path = os.path.join(folder, f"tiny_{name}.safetensors")
         save_file(tensors, path)
         models[name] = path
+    # ControlNets for sd35l: the 8B form (pooled text input, blocks in sequence) as canny and blur,
+    # and the 2B form (embedded pooled text, its own patch embedding, blocks side by side).
+    released = {v: k for k, v in sd3_infer.CONTROLNET_MAP.items()}
+    for name, pooled, layers, control_type, own_patch_embed in [("cn8_canny", 256, 3, 1, False), ("cn8_blur", 256, 3, 0, False),
+                                                                ("cn2", 384, 2, 0, True)]:
+        net = dit_embedder.ControlNetEmbedder(img_size=None, patch_size=2, in_chans=16, attention_head_dim=64,
+                                              num_attention_heads=6, pooled_projection_size=pooled, num_layers=layers,
+                                              device="cpu", dtype=torch.float32)
+        randomize(net, 40 + layers + control_type)
+        tensors = {released.get(k, k): v for k, v in net.state_dict().items()
+                   if own_patch_embed or not k.startswith("x_embedder.")}
+        tensors["control_type"] = torch.tensor([control_type], dtype=torch.int32)
+        path = os.path.join(folder, name + ".safetensors")
+        save_file(tensors, path)
+        models[name] = path
     return folder, tok, models
 
 
@@ -182,6 +216,17 @@ def init_image(work):
     rgb = np.stack([x * 255 // WIDTH, y * 255 // HEIGHT, ((x // 16 + y // 16) % 2) * 200 + 30], -1).astype(np.uint8)
     path = os.path.join(work, "init.png")
     Image.fromarray(rgb).save(path)
+    return path
+
+
+def control_image(work):
+    """Edges on black at 120 x 84, not the output size: both sides resize it (Lanczos)."""
+    from PIL import Image
+
+    y, x = np.mgrid[0:84, 0:120]
+    edge = ((np.abs((x - 60) ** 2 + (y - 42) ** 2 - 900) < 60) | (x % 37 == 0) | (y == 20)).astype(np.uint8) * 255
+    path = os.path.join(work, "control.png")
+    Image.fromarray(np.stack([edge, edge, edge], -1)).save(path)
     return path
 
 
@@ -198,33 +243,49 @@ CASES = [
     {"name": "img2img_euler", "model": "sd3", "sampler": "euler", "steps": 5, "cfg": 4.5, "denoise": 0.6},
     {"name": "img2img_dpmpp_2m_slg", "model": "sd35m", "sampler": "dpmpp_2m", "steps": 10, "cfg": 4.0, "denoise": 0.8,
      "slg": {"scale": 2.5, "start": 0.01, "end": 0.20, "layers": [1]}},
+    {"name": "controlnet_8b_canny", "model": "sd35l", "sampler": "euler", "steps": 8, "cfg": 3.5, "controlnet": "cn8_canny"},
+    {"name": "controlnet_8b_blur_dpmpp_2m", "model": "sd35l", "sampler": "dpmpp_2m", "steps": 8, "cfg": 3.5,
+     "controlnet": "cn8_blur"},
+    {"name": "controlnet_2b_slg", "model": "sd35l", "sampler": "euler", "steps": 10, "cfg": 4.0, "controlnet": "cn2",
+     "slg": {"scale": 2.5, "start": 0.01, "end": 0.30, "layers": [1]}},
+    {"name": "img2img_controlnet_8b_canny", "model": "sd35l", "sampler": "euler", "steps": 8, "cfg": 3.5, "denoise": 0.7,
+     "controlnet": "cn8_canny"},
 ]
 SEED, POSTERIOR_SEED, SHIFT = 23, 5, 3.0
 
 
 @torch.no_grad()  # as sd3_infer.py main()
-def run_reference(mods, case, model, folder, init):
+def run_reference(mods, case, model, folder, init, control=None, controlnet=None):
     sd3_infer = mods[3]
     inf = sd3_infer.SD3Inferencer()
-    inf.load(model=model, vae=None, shift=SHIFT, controlnet_ckpt=None, model_folder=folder, text_encoder_device="cpu",
+    inf.load(model=model, vae=None, shift=SHIFT, controlnet_ckpt=controlnet, model_folder=folder, text_encoder_device="cpu",
              verbose=False)
+    if controlnet:  # the 8B test by the model's pooled width, not the literal 2048 (see the top)
+        cm = inf.sd3.model.control_model
+        eight = cm.y_embedder.mlp[0].in_features == inf.sd3.model.diffusion_model.y_embedder.mlp[0].in_features
+        inf.sd3.using_8b_controlnet = cm.using_8b_controlnet = eight
+    # SDVAE.encode draws from the posterior with torch's global generator: seeded here so that
+    # diffuse can draw the same (--posterior-seed); the init image draws first, then the control image.
+    torch.manual_seed(POSTERIOR_SEED)
     if "denoise" in case:
-        # SDVAE.encode draws from the posterior with torch's global generator: seeded here so
-        # that diffuse can draw the same (--posterior-seed).
-        torch.manual_seed(POSTERIOR_SEED)
         latent = inf._image_to_latent(init, WIDTH, HEIGHT)
     else:
         latent = inf.get_empty_latent(1, WIDTH, HEIGHT, SEED, "cpu")
+    controlnet_cond = None
+    if controlnet:  # as gen_image prepares it
+        using_2b = not inf.sd3.using_8b_controlnet
+        control_type = int(inf.sd3.model.control_model.control_type.item())
+        controlnet_cond = inf._image_to_latent(control, WIDTH, HEIGHT, using_2b, control_type)
     neg = inf.get_cond("")
     cond = inf.get_cond(PROMPT)
-    sampled = inf.do_sampling(latent, SEED, cond, neg, case["steps"], case["cfg"], case["sampler"], None,
+    sampled = inf.do_sampling(latent, SEED, cond, neg, case["steps"], case["cfg"], case["sampler"], controlnet_cond,
                               case.get("denoise", 1.0), case.get("slg", {}))
     image = inf.vae.model.decode(sampled).clamp(-1, 1)
     png = np.array(inf.vae_decode(sampled))
     return sampled, image, png
 
 
-def run_diffuse(exe, case, model, folder, tok, init, work, extra=()):
+def run_diffuse(exe, case, model, folder, tok, init, work, extra=(), control=None, controlnet=None):
     out = os.path.join(work, case["name"])
     cmd = [exe, "generate", "--model", model, "--clip-l", os.path.join(folder, "clip_l.safetensors"),
            "--clip-g", os.path.join(folder, "clip_g.safetensors"), "--t5", os.path.join(folder, "t5xxl.safetensors"),
@@ -238,7 +299,11 @@ def run_diffuse(exe, case, model, folder, tok, init, work, extra=()):
                 "--slg-start", str(s["start"]), "--slg-end", str(s["end"])]
     cmd += list(extra)
     if "denoise" in case:
-        cmd += ["--init-img", init, "--strength", str(case["denoise"]), "--posterior-seed", str(POSTERIOR_SEED)]
+        cmd += ["--init-img", init, "--strength", str(case["denoise"])]
+    if controlnet:
+        cmd += ["--controlnet", controlnet, "--control-image", control]
+    if "denoise" in case or controlnet:
+        cmd += ["--posterior-seed", str(POSTERIOR_SEED)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError("diffuse generate failed (" + str(r.returncode) + "):\n" + " ".join(cmd) + "\n" + r.stderr)
@@ -297,6 +362,7 @@ def main():
     t0 = time.time()
     folder, tok, models = write_models(mods, a.work, a.clip_vocab)
     init = init_image(a.work)
+    control = control_image(a.work)
     conditioning = compare_conditioning(mods, os.path.abspath(a.diffuse), models["sd3"], folder, tok, a.work)
     print("conditioning:", json.dumps(conditioning), flush=True)
     results, worst = [], 0.0
@@ -304,19 +370,21 @@ def main():
         if a.cases and case["name"] not in a.cases.split(","):
             continue
         model = models[case["model"]]
+        cn = models[case["controlnet"]] if "controlnet" in case else None
         REFERENCE["dtype"] = torch.float64
-        exact_latent, exact_image, _ = run_reference(mods, case, model, folder, init)
+        exact_latent, exact_image, _ = run_reference(mods, case, model, folder, init, control, cn)
         REFERENCE["dtype"] = torch.float32
-        ref_latent, ref_image, ref_png = run_reference(mods, case, model, folder, init)
+        ref_latent, ref_image, ref_png = run_reference(mods, case, model, folder, init, control, cn)
         assert ref_latent.dtype == torch.float32 and exact_latent.dtype == torch.float64
         latent, image, png = run_diffuse(os.path.abspath(a.diffuse), case, model, folder, tok, init, a.work,
-                                         a.diffuse_args.split())
+                                         a.diffuse_args.split(), control, cn)
         if latent.shape != ref_latent.shape or image.shape != ref_image.shape:
             raise RuntimeError(f"{case['name']}: shapes differ: latent {tuple(latent.shape)} vs {tuple(ref_latent.shape)}, "
                                f"image {tuple(image.shape)} vs {tuple(ref_image.shape)}")
         levels = np.abs(png.astype(int) - ref_png.astype(int))
         row = {"case": case["name"], "model": case["model"], "sampler": case["sampler"], "steps": case["steps"],
                "cfg": case["cfg"], "skip_layer_guidance": "slg" in case, "img2img_denoise": case.get("denoise"),
+               "controlnet": case.get("controlnet"),
                "latent_rel": relative(latent, ref_latent), "image_rel": relative(image, ref_image),
                # float32 rounding: the reference and diffuse against the reference in float64
                "reference_f32_latent_rel": relative(ref_latent.double(), exact_latent),
@@ -325,13 +393,18 @@ def main():
                "diffuse_image_rel_f64": relative(image.double(), exact_image),
                "latent_scale": float(ref_latent.abs().max()), "image_std": float(ref_image.std()),
                "png_max_level_diff": int(levels.max()), "png_pixels_differing": int((levels > 0).any(-1).sum())}
+        if cn:  # how far the ControlNet moves the result: diffuse at strength 0 against the reference
+            plain, _, _ = run_diffuse(os.path.abspath(a.diffuse), dict(case, name=case["name"] + "_strength0"), model, folder,
+                                      tok, init, a.work, a.diffuse_args.split() + ["--control-strength", "0"], control, cn)
+            row["controlnet_effect_latent_rel"] = relative(plain, ref_latent)
         row["pass"] = row["latent_rel"] <= BOUND and row["image_rel"] <= BOUND
         worst = max(worst, row["latent_rel"], row["image_rel"])
         results.append(row)
         print(f"{row['case']:22s} latent {row['latent_rel']:.2e}  image {row['image_rel']:.2e}  png max {row['png_max_level_diff']} "
               f"({row['png_pixels_differing']} px)  {'ok' if row['pass'] else 'FAIL'};  vs float64: reference "
               f"{row['reference_f32_latent_rel']:.1e} / {row['reference_f32_image_rel']:.1e}, diffuse "
-              f"{row['diffuse_latent_rel_f64']:.1e} / {row['diffuse_image_rel_f64']:.1e}", flush=True)
+              f"{row['diffuse_latent_rel_f64']:.1e} / {row['diffuse_image_rel_f64']:.1e}"
+              + (f"; without the ControlNet {row['controlnet_effect_latent_rel']:.1e}" if cn else ""), flush=True)
     report = {"reference": os.path.abspath(a.reference), "bound": BOUND, "prompt": PROMPT, "size": [WIDTH, HEIGHT],
               "seed": SEED, "shift": SHIFT, "conditioning": conditioning, "worst": worst, "seconds": round(time.time() - t0, 1), "cases": results}
     report["reference_commit"] = a.reference_commit or subprocess.run(

@@ -40,16 +40,18 @@ class _File:
 
 
 def safe_open(path, framework="pt", device="cpu"):
-    assert framework == "pt" and str(device) == "cpu", "stand-in: CPU torch tensors only"
+    # The parity run maps CUDA to the CPU (sd3_e2e.py), so "cuda" gets CPU tensors too.
+    assert framework == "pt" and str(device) in ("cpu", "cuda"), "stand-in: CPU torch tensors only"
     return _File(path)
 
 
 def save_file(tensors, path, metadata=None):
     header, blobs, offset = {}, [], 0
     for name, t in tensors.items():
-        arr = t.detach().to(torch.float32).contiguous().numpy()
+        dtype = {torch.int32: "I32", torch.int64: "I64"}.get(t.dtype, "F32")
+        arr = (t.detach() if dtype != "F32" else t.detach().to(torch.float32)).contiguous().numpy()
         raw = arr.tobytes()
-        header[name] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [offset, offset + len(raw)]}
+        header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [offset, offset + len(raw)]}
         blobs.append(raw)
         offset += len(raw)
     if metadata:
