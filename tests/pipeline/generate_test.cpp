@@ -371,6 +371,10 @@ TEST_CASE("diffuse generate --controlnet: the control image steers it, resized; 
   const bool differs = steered != plain, zero_is_plain = io::read_png((m.dir / "zero.png").string()) == plain;
   CHECK(differs);
   CHECK(zero_is_plain);  // strength 0 adds zeros
+  // An init image of another size than asked for is resized too (it was refused before).
+  r = diffuse::test::run_cli(base_cmd + " --init-img " + img + " --strength 0.5 --out " + (m.dir / "i2i.png").string());
+  REQUIRE(r.exit_code == 0);
+  CHECK(io::read_png((m.dir / "i2i.png").string()).shape(1) == 64);
   // --dry-run: the ControlNet's CONFIGS row (60 steps, CFG 3.5, euler, shift 3) and its form and type.
   r = diffuse::test::run_cli("generate --model " + m.all() + " --tokenizers " + m.tok() + " --prompt x --dry-run" + with);
   REQUIRE(r.exit_code == 0);

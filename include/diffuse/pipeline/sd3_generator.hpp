@@ -475,13 +475,18 @@ class BasicSD3Generator {
       return to;
     }
   }
+  // The MM-DiT's and the ControlNet's load options: the generator's dtype, device and weight layout.
+  template <class LoadOptions>
+  LoadOptions load_options() const {
+    LoadOptions lo;
+    lo.dtype = o_.dtype;
+    lo.device = o_.device;
+    lo.weight_layout = o_.weight_layout;
+    return lo;
+  }
   backbone::MMDiT& mmdit() {
     if (!mmdit_) {
-      io::MMDiTLoadOptions lo;
-      lo.dtype = o_.dtype;
-      lo.device = o_.device;
-      lo.weight_layout = o_.weight_layout;
-      mmdit_.emplace(io::load_mmdit(files_.mmdit, lo));
+      mmdit_.emplace(io::load_mmdit(files_.mmdit, load_options<io::MMDiTLoadOptions>()));
       if constexpr (requires { P::backbone_type::qk_norm; }) {
         if constexpr (P::backbone_type::qk_norm != backbone::QKNorm::AsStored) {
           const bool want = P::backbone_type::qk_norm == backbone::QKNorm::RMS;
@@ -498,13 +503,8 @@ class BasicSD3Generator {
     return *mmdit_;
   }
   backbone::ControlNet& controlnet() {
-    if (!controlnet_) {
-      io::ControlNetLoadOptions lo;
-      lo.dtype = o_.dtype;
-      lo.device = o_.device;
-      lo.weight_layout = o_.weight_layout;
-      controlnet_.emplace(io::load_controlnet(files_.controlnet, mmdit()->config(), lo));
-    }
+    if (!controlnet_)
+      controlnet_.emplace(io::load_controlnet(files_.controlnet, mmdit()->config(), load_options<io::ControlNetLoadOptions>()));
     return *controlnet_;
   }
   autoencoder::KLAutoencoder& vae() {
