@@ -76,7 +76,7 @@ nlohmann::json controlnet_json(const GenerateOptions& o, const pipeline::SD3Mode
                                      {"from", c.control_type_stored ? "the file's control_type tensor" : "absent: 0, as the reference"}}},
                    {"control_image", o.control_image},
                    {"strength", o.control_strength}};
-  j["preprocessing"] = pooled && c.control_type == 1 ? "bytes / 255, then x * 255 * 0.5 + 0.5 (the reference's canny)" : "bytes / 255, then 2x - 1";
+  j["preprocessing"] = backbone::uses_canny_scaling(c) ? "bytes / 255, then x * 255 * 0.5 + 0.5 (the reference's canny)" : "bytes / 255, then 2x - 1";
   j["config"] = files.defaults.controlnet_config.empty() ? nlohmann::json(nullptr) : nlohmann::json(files.defaults.controlnet_config);
   return j;
 }

@@ -127,11 +127,17 @@ inline ControlNetConfig detect_controlnet_config(const io::SafetensorsFile& f, c
   }
   c.heads = base.num_heads();
   // The reference adds ControlNet block i / (depth / layers) after joint block i; that index must exist.
-  if (c.layers > base.depth || (base.depth - 1) / (base.depth / c.layers) >= c.layers)
+  c.interval = residual_interval(base.depth, c.layers);
+  if (c.interval == 0)
     fail(other + std::to_string(c.layers) + " blocks cannot feed " + std::to_string(base.depth) +
          " joint blocks (block i takes ControlNet output i / (depth / layers), as the reference)");
-  c.interval = base.depth / c.layers;
   return c;
+}
+
+// The reference's preprocessing of the control image: x 255 x 0.5 + 0.5 for the 8B canny
+// ControlNet (sd3_infer.py vae_encode, control_type 1), 2x - 1 for every other.
+inline bool uses_canny_scaling(const ControlNetConfig& c) {
+  return c.form == ControlNetForm::PooledText8B && c.control_type == 1;
 }
 
 }  // namespace diffuse::backbone

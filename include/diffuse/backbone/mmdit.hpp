@@ -225,11 +225,12 @@ class MMDiTImpl : public torch::nn::Module {
                         MMDiTTrace* trace = nullptr, const std::vector<torch::Tensor>& block_residuals = {}) {
     check_inputs(x, t, y, context);
     const auto n_res = static_cast<int>(block_residuals.size());
-    if (n_res > config_.depth || (n_res > 0 && (config_.depth - 1) / (config_.depth / n_res) >= n_res))
+    const int interval = n_res > 0 ? residual_interval(config_.depth, n_res) : 1;
+    if (interval == 0)
       throw InputError("MM-DiT input: " + std::to_string(n_res) + " ControlNet residuals cannot feed " +
                        std::to_string(config_.depth) + " joint blocks");
     auto add_residual = [&](torch::Tensor& tokens, int i) {
-      if (n_res > 0) tokens = tokens + block_residuals[static_cast<std::size_t>(i / (config_.depth / n_res))];
+      if (n_res > 0) tokens = tokens + block_residuals[static_cast<std::size_t>(i / interval)];
     };
     const auto p = config_.patch;
     const auto h = x.size(2) / p, w = x.size(3) / p;

@@ -63,6 +63,14 @@ struct MMDiTConfig {
   }
 };
 
+// Joint blocks per ControlNet residual when n residuals feed `depth` blocks (block i takes residual
+// i / (depth / n), as the SD3.5 reference adds them); 0 when n cannot feed depth that way.
+inline int residual_interval(int depth, int n) {
+  if (n < 1 || n > depth) return 0;
+  const int interval = depth / n;
+  return (depth - 1) / interval < n ? interval : 0;
+}
+
 // Reads the configuration from a checkpoint's shapes; `prefix` is where the MM-DiT keys live
 // ("model.diffusion_model." in all-in-one files). Original and diffusers layouts.
 inline MMDiTConfig detect_mmdit_config(const std::vector<io::TensorInfo>& tensors, const std::string& where) {

@@ -219,7 +219,7 @@ namespace generator_detail {
 inline torch::Tensor control_pixels(const io::RGBImage& image, int width, int height, const backbone::ControlNetConfig& c) {
   auto img = io::lanczos_resize(image, width, height);
   auto x = torch::from_blob(img.data(), {height, width, 3}, torch::kUInt8).to(torch::kFloat32).div(255.0).permute({2, 0, 1}).unsqueeze(0);
-  if (c.form == backbone::ControlNetForm::PooledText8B && c.control_type == 1) return x.mul(255).mul(0.5).add(0.5);
+  if (backbone::uses_canny_scaling(c)) return x.mul(255).mul(0.5).add(0.5);
   return x.mul(2.0).sub(1.0);
 }
 
@@ -375,21 +375,21 @@ class BasicSD3Generator {
       sigmas = start.sigmas;
       x = start.x;
     }
-    torch::Tensor control;  // the encoded control image, (1, 16, h, w)
+    const auto dtype = o_.dtype;
+    torch::Tensor control;  // the encoded control image, (1, 16, h, w) in the compute dtype
     if (controlled) {
       auto& cn = controlnet();
-      control = encode(generator_detail::control_pixels(*r.control_image, s.width, s.height, cn->config()).to(dev, o_.dtype));
+      control = encode(generator_detail::control_pixels(*r.control_image, s.width, s.height, cn->config()).to(dev, dtype)).to(dtype);
     }
-    const auto dtype = o_.dtype;
     sampling::FlowModel fm = [&](const torch::Tensor& xx, const torch::Tensor& t, const torch::Tensor& y,
                                  const torch::Tensor& c, const std::set<int>& skip) {
       // The ControlNet runs beside the guided passes, not the skip-layer one (the reference's
       // SkipLayerCFGDenoiser calls the model without it), with the control latent for each row.
+      const auto xd = xx.to(dtype), yd = y.to(dtype);
       std::vector<torch::Tensor> residuals;
       if (control.defined() && skip.empty())
-        residuals = (*controlnet_)->forward(model, xx.to(dtype), t, y.to(dtype),
-                                            control.expand({xx.size(0), -1, -1, -1}).to(dtype), r.control_strength);
-      return model->forward(xx.to(dtype), t, y.to(dtype), c.to(dtype), skip, nullptr, residuals).to(torch::kFloat32);
+        residuals = (*controlnet_)->forward(model, xd, t, yd, control.expand({xx.size(0), -1, -1, -1}), r.control_strength);
+      return model->forward(xd, t, yd, c.to(dtype), skip, nullptr, residuals).to(torch::kFloat32);
     };
     sampling::Guidance g;
     g.cfg_scale = s.cfg;
