@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
   std::int64_t params = 0;
   const auto t0 = clock::now();
   {
-    auto m = io::construct_in_dtype(dtype, [&] { return backbone::MMDiT(config, /*init_pos_embed=*/false); });
+    auto m = io::construct_for_loading(dtype, [&] { return backbone::MMDiT(config, /*init_pos_embed=*/false); });
     for (const auto& p : m->parameters()) params += p.numel();
   }
   const auto t1 = clock::now();

@@ -14,6 +14,7 @@
 #include "diffuse/nn/linear_weight_layout.hpp"
 #include "diffuse/nn/embeddings.hpp"
 #include "diffuse/nn/gelu_tanh.hpp"
+#include "diffuse/nn/layers.hpp"
 #include "diffuse/nn/mlp.hpp"
 #include "diffuse/nn/modulated_layer_norm.hpp"
 #include "diffuse/nn/modulation.hpp"
@@ -649,6 +650,68 @@ TEST_CASE("unpatchify puts channel (py p + px) C + c at pixel (h p + py, w p + p
           for (std::int64_t ci = 0; ci < c; ++ci)
             CHECK(img[0][ci][hi * p + py][wi * p + px].item<float>() ==
                   tokens[0][hi * w + wi][(py * p + px) * c + ci].item<float>());
+}
+
+TEST_CASE("the layer factories are LibTorch's layers; under SkipParameterInit they allocate without drawing", "[nn][layers]") {
+  // Outside the scope: the same draws as LibTorch's own constructors.
+  torch::manual_seed(3);
+  auto ours = nn::linear(5, 4);
+  auto conv = nn::conv2d(torch::nn::Conv2dOptions(3, 6, 2).stride(2));
+  auto table = nn::embedding(9, 4);
+  torch::manual_seed(3);
+  torch::nn::Linear theirs(5, 4);
+  torch::nn::Conv2d theirs_conv(torch::nn::Conv2dOptions(3, 6, 2).stride(2));
+  torch::nn::Embedding theirs_table(9, 4);
+  CHECK(torch::equal(ours->weight, theirs->weight));
+  CHECK(torch::equal(ours->bias, theirs->bias));
+  CHECK(torch::equal(conv->weight, theirs_conv->weight));
+  CHECK(torch::equal(table->weight, theirs_table->weight));
+
+  // Inside: full-size parameters and options; of the global generator only the draws of 1-element
+  // stand-ins are taken (the full-size draws were the cost).
+  torch::manual_seed(5);
+  torch::nn::Linear(1, 1);
+  torch::nn::Linear(torch::nn::LinearOptions(1, 1).bias(false));
+  torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 1, 2).stride(2));
+  const auto expected_next = torch::rand({4});
+  torch::manual_seed(5);
+  torch::nn::Linear l{nullptr}, nb{nullptr};
+  torch::nn::Conv2d c{nullptr};
+  torch::nn::Embedding e{nullptr};
+  {
+    const nn::SkipParameterInit skip;
+    CHECK(nn::SkipParameterInit::active());
+    l = nn::linear(300, 200);
+    nb = nn::linear(30, 20, false);
+    c = nn::conv2d(torch::nn::Conv2dOptions(16, 64, 2).stride(2));
+    e = nn::embedding(1000, 32);
+  }
+  CHECK_FALSE(nn::SkipParameterInit::active());
+  CHECK(torch::equal(torch::rand({4}), expected_next));  // no full-size draw happened
+  CHECK(l->weight.sizes() == torch::IntArrayRef({200, 300}));
+  CHECK(l->bias.sizes() == torch::IntArrayRef({200}));
+  CHECK(l->options.in_features() == 300);
+  CHECK(l->options.out_features() == 200);
+  CHECK_FALSE(nb->bias.defined());
+  CHECK(c->weight.sizes() == torch::IntArrayRef({64, 16, 2, 2}));
+  CHECK(c->options.in_channels() == 16);
+  CHECK(e->weight.sizes() == torch::IntArrayRef({1000, 32}));
+  CHECK(l->parameters().size() == 2);
+  CHECK(l->weight.requires_grad());
+
+  // Filled like a loader fills them, they compute as LibTorch's layers.
+  torch::NoGradGuard no_grad;
+  const auto w = torch::randn({200, 300}), bias = torch::randn({200}), x = torch::randn({3, 300});
+  l->weight.set_data(w);
+  l->bias.set_data(bias);
+  CHECK(torch::allclose(l(x), torch::nn::functional::linear(x, w, bias)));
+  const auto cw = torch::randn({64, 16, 2, 2}), cb = torch::randn({64}), img = torch::randn({1, 16, 8, 8});
+  c->weight.set_data(cw);
+  c->bias.set_data(cb);
+  CHECK(c(img).sizes() == torch::IntArrayRef({1, 64, 4, 4}));
+  CHECK(torch::allclose(c(img), torch::conv2d(img, cw, cb, 2)));
+  e->weight.set_data(torch::randn({1000, 32}));
+  CHECK(torch::equal(e(torch::tensor({7})), e->weight.narrow(0, 7, 1)));
 }
 
 }  // namespace t_nn

@@ -23,7 +23,9 @@
 #include "diffuse/core/config.hpp"
 #include "diffuse/core/error.hpp"
 #include "diffuse/core/format.hpp"
+#include "diffuse/io/module_weights.hpp"
 #include "diffuse/io/safetensors.hpp"
+#include "diffuse/nn/layers.hpp"
 
 namespace diffuse::autoencoder {
 
@@ -60,7 +62,7 @@ inline torch::nn::GroupNorm group_norm(int groups, int channels) {
 // float32 anyway); the next convolution casts back.
 inline torch::Tensor normed(torch::nn::GroupNorm& n, const torch::Tensor& x) { return n(x.to(n->weight.scalar_type())); }
 inline torch::nn::Conv2d conv(int in, int out, int k, int stride = 1, int pad = 0) {
-  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, k).stride(stride).padding(pad));
+  return nn::conv2d(torch::nn::Conv2dOptions(in, out, k).stride(stride).padding(pad));
 }
 
 class ResnetBlockImpl : public torch::nn::Module {
@@ -414,7 +416,7 @@ inline KLAutoencoder load_autoencoder(const std::string& path, std::optional<tor
   const auto loc = locate_autoencoder(f);
   const auto& prefix = loc.prefix;
   const auto config = detect_autoencoder_config(f, prefix, loc.diffusers);
-  KLAutoencoder model(config);
+  auto model = io::construct_for_loading(dtype.value_or(torch::kFloat32), [&] { return KLAutoencoder(config); });
   torch::NoGradGuard g;
   std::vector<std::string> problems;
   std::set<std::string> used;

@@ -13,6 +13,7 @@
 
 #include "diffuse/backbone/controlnet_config.hpp"
 #include "diffuse/backbone/mmdit.hpp"
+#include "diffuse/nn/layers.hpp"
 
 namespace diffuse::backbone {
 
@@ -36,7 +37,7 @@ class ControlNetImpl : public torch::nn::Module {
     controlnet_blocks = register_module("controlnet_blocks", torch::nn::ModuleList());
     for (int i = 0; i < config_.layers; ++i) {
       transformer_blocks->push_back(StreamBlock(block, /*pre_only=*/false, /*x_self_attn=*/false));
-      controlnet_blocks->push_back(torch::nn::Linear(d, d));
+      controlnet_blocks->push_back(nn::linear(d, d));
     }
   }
 

@@ -21,6 +21,7 @@
 #include "diffuse/core/torch_compat.hpp"
 #include "diffuse/nn/attention.hpp"
 #include "diffuse/nn/embeddings.hpp"
+#include "diffuse/nn/layers.hpp"
 #include "diffuse/nn/mlp.hpp"
 #include "diffuse/nn/modulated_layer_norm.hpp"
 #include "diffuse/nn/modulation.hpp"
@@ -49,7 +50,7 @@ class StreamBlockImpl : public torch::nn::Module {
     if (!pre_only) mlp = register_module("mlp", nn::Mlp(d, c.mlp_hidden()));
     const int mods = pre_only ? 2 : x_self_attn ? 9 : 6;
     adaLN_modulation = register_module("adaLN_modulation",
-                                       torch::nn::Sequential(torch::nn::SiLU(), torch::nn::Linear(d, mods * d)));
+                                       torch::nn::Sequential(torch::nn::SiLU(), nn::linear(d, mods * d)));
   }
 
   struct Pre {
@@ -175,9 +176,9 @@ class FinalLayerImpl : public torch::nn::Module {
  public:
   explicit FinalLayerImpl(const MMDiTConfig& c) {
     const auto d = c.hidden_size();
-    linear = register_module("linear", torch::nn::Linear(d, c.patch * c.patch * c.out_ch()));
+    linear = register_module("linear", nn::linear(d, c.patch * c.patch * c.out_ch()));
     adaLN_modulation = register_module("adaLN_modulation",
-                                       torch::nn::Sequential(torch::nn::SiLU(), torch::nn::Linear(d, 2 * d)));
+                                       torch::nn::Sequential(torch::nn::SiLU(), nn::linear(d, 2 * d)));
   }
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& c) {
     const auto m = nn::rowwise_linear(nn::linear_at(adaLN_modulation, 1), torch::silu(c)).chunk(2, 1);  // (shift, scale)
@@ -204,7 +205,7 @@ class MMDiTImpl : public torch::nn::Module {
     x_embedder = register_module("x_embedder", nn::PatchEmbed(config_.in_channels, d, config_.patch));
     t_embedder = register_module("t_embedder", nn::TimestepEmbedder(d));
     y_embedder = register_module("y_embedder", nn::MLPEmbedder(config_.adm_in, d));
-    context_embedder = register_module("context_embedder", torch::nn::Linear(config_.context_in, d));
+    context_embedder = register_module("context_embedder", nn::linear(config_.context_in, d));
     const auto p = config_.pos_embed_max_size;
     pos_embed = register_buffer("pos_embed", init_pos_embed ? nn::sincos_pos_embed_2d(d, p) : torch::zeros({1, p * p, d}));
     joint_blocks = register_module("joint_blocks", torch::nn::ModuleList());

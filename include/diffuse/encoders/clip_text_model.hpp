@@ -22,16 +22,17 @@
 
 #include "diffuse/encoders/text_encoder_config.hpp"
 #include "diffuse/io/module_weights.hpp"
+#include "diffuse/nn/layers.hpp"
 
 namespace diffuse::encoders {
 
 class CLIPAttentionImpl : public torch::nn::Module {
  public:
   CLIPAttentionImpl(std::int64_t width, std::int64_t heads) : heads_(heads) {
-    q_proj = register_module("q_proj", torch::nn::Linear(width, width));
-    k_proj = register_module("k_proj", torch::nn::Linear(width, width));
-    v_proj = register_module("v_proj", torch::nn::Linear(width, width));
-    out_proj = register_module("out_proj", torch::nn::Linear(width, width));
+    q_proj = register_module("q_proj", nn::linear(width, width));
+    k_proj = register_module("k_proj", nn::linear(width, width));
+    v_proj = register_module("v_proj", nn::linear(width, width));
+    out_proj = register_module("out_proj", nn::linear(width, width));
   }
   // x: (B, L, W); mask: (L, L) added to the scores.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask) {
@@ -52,8 +53,8 @@ TORCH_MODULE(CLIPAttention);
 class CLIPMlpImpl : public torch::nn::Module {
  public:
   CLIPMlpImpl(std::int64_t width, std::int64_t hidden, bool quick_gelu) : quick_gelu_(quick_gelu) {
-    fc1 = register_module("fc1", torch::nn::Linear(width, hidden));
-    fc2 = register_module("fc2", torch::nn::Linear(hidden, width));
+    fc1 = register_module("fc1", nn::linear(width, hidden));
+    fc2 = register_module("fc2", nn::linear(hidden, width));
   }
   torch::Tensor forward(const torch::Tensor& x) {
     auto h = fc1(x);
@@ -100,15 +101,15 @@ class CLIPTextModelImpl : public torch::nn::Module {
     c.validate();
     text_model = register_module("text_model", std::make_shared<torch::nn::Module>());
     embeddings = text_model->register_module("embeddings", std::make_shared<torch::nn::Module>());
-    token_embedding = embeddings->register_module("token_embedding", torch::nn::Embedding(c.vocab, c.width));
-    position_embedding = embeddings->register_module("position_embedding", torch::nn::Embedding(c.positions, c.width));
+    token_embedding = embeddings->register_module("token_embedding", nn::embedding(c.vocab, c.width));
+    position_embedding = embeddings->register_module("position_embedding", nn::embedding(c.positions, c.width));
     auto encoder = text_model->register_module("encoder", std::make_shared<torch::nn::Module>());
     layers = encoder->register_module("layers", torch::nn::ModuleList());
     for (int i = 0; i < c.layers; ++i) layers->push_back(CLIPLayer(c));
     final_layer_norm = text_model->register_module(
         "final_layer_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.width}).eps(c.eps)));
     if (c.projection)
-      text_projection = register_module("text_projection", torch::nn::Linear(torch::nn::LinearOptions(c.width, c.width).bias(false)));
+      text_projection = register_module("text_projection", nn::linear(c.width, c.width, false));
   }
 
   // tokens: (B, L) int64 with L <= positions.
@@ -156,7 +157,7 @@ inline CLIPTextModel load_clip_text_model(const io::WeightFiles& f, const std::s
                                           std::optional<CLIPTextConfig> config = std::nullopt,
                                           std::optional<torch::ScalarType> dtype = torch::kFloat32) {
   const auto c = config ? *config : detect_clip_config(f.header(), prefix, f.path());
-  CLIPTextModel m(c);
+  auto m = io::construct_for_loading(dtype.value_or(torch::kFloat32), [&] { return CLIPTextModel(c); });
   io::ModuleWeightsOptions o;
   o.dtype = dtype;
   o.owned = {"text_model.", "text_projection."};

@@ -20,6 +20,7 @@
 
 #include "diffuse/encoders/text_encoder_config.hpp"
 #include "diffuse/nn/gelu_tanh.hpp"
+#include "diffuse/nn/layers.hpp"
 #include "diffuse/io/module_weights.hpp"
 
 namespace diffuse::encoders {
@@ -59,11 +60,11 @@ TORCH_MODULE(T5RMSNorm);
 class T5AttentionImpl : public torch::nn::Module {
  public:
   T5AttentionImpl(const T5Config& c, bool has_bias) : heads_(c.heads), d_kv_(c.d_kv), buckets_(c.buckets), max_distance_(c.max_distance) {
-    q = register_module("q", torch::nn::Linear(torch::nn::LinearOptions(c.d_model, c.inner()).bias(false)));
-    k = register_module("k", torch::nn::Linear(torch::nn::LinearOptions(c.d_model, c.inner()).bias(false)));
-    v = register_module("v", torch::nn::Linear(torch::nn::LinearOptions(c.d_model, c.inner()).bias(false)));
-    o = register_module("o", torch::nn::Linear(torch::nn::LinearOptions(c.inner(), c.d_model).bias(false)));
-    if (has_bias) relative_attention_bias = register_module("relative_attention_bias", torch::nn::Embedding(c.buckets, c.heads));
+    q = register_module("q", nn::linear(c.d_model, c.inner(), false));
+    k = register_module("k", nn::linear(c.d_model, c.inner(), false));
+    v = register_module("v", nn::linear(c.d_model, c.inner(), false));
+    o = register_module("o", nn::linear(c.inner(), c.d_model, false));
+    if (has_bias) relative_attention_bias = register_module("relative_attention_bias", nn::embedding(c.buckets, c.heads));
   }
   // The additive bias (1, heads, L, L) for a sequence of L tokens.
   torch::Tensor position_bias(std::int64_t l) {
@@ -91,9 +92,9 @@ TORCH_MODULE(T5Attention);
 class T5FeedForwardImpl : public torch::nn::Module {
  public:
   explicit T5FeedForwardImpl(const T5Config& c) {
-    wi_0 = register_module("wi_0", torch::nn::Linear(torch::nn::LinearOptions(c.d_model, c.d_ff).bias(false)));
-    wi_1 = register_module("wi_1", torch::nn::Linear(torch::nn::LinearOptions(c.d_model, c.d_ff).bias(false)));
-    wo = register_module("wo", torch::nn::Linear(torch::nn::LinearOptions(c.d_ff, c.d_model).bias(false)));
+    wi_0 = register_module("wi_0", nn::linear(c.d_model, c.d_ff, false));
+    wi_1 = register_module("wi_1", nn::linear(c.d_model, c.d_ff, false));
+    wo = register_module("wo", nn::linear(c.d_ff, c.d_model, false));
   }
   torch::Tensor forward(const torch::Tensor& x) { return wo(nn::gelu_tanh(wi_0(x)) * wi_1(x)); }
   torch::nn::Linear wi_0{nullptr}, wi_1{nullptr}, wo{nullptr};
@@ -134,7 +135,7 @@ class T5EncoderImpl : public torch::nn::Module {
   explicit T5EncoderImpl(const T5Config& c) : config_(c) {
     c.validate();
     encoder = register_module("encoder", std::make_shared<torch::nn::Module>());
-    embed_tokens = encoder->register_module("embed_tokens", torch::nn::Embedding(c.vocab, c.d_model));
+    embed_tokens = encoder->register_module("embed_tokens", nn::embedding(c.vocab, c.d_model));
     blocks = encoder->register_module("block", torch::nn::ModuleList());
     for (int i = 0; i < c.layers; ++i) blocks->push_back(T5Block(c, i == 0));
     final_layer_norm = encoder->register_module("final_layer_norm", T5RMSNorm(c.d_model, c.eps));
@@ -175,7 +176,7 @@ inline T5Encoder load_t5_encoder(const io::WeightFiles& f, const std::string& pr
                                  std::optional<T5Config> config = std::nullopt,
                                  std::optional<torch::ScalarType> dtype = torch::kFloat32) {
   const auto c = config ? *config : detect_t5_config(f.header(), prefix, f.path());
-  T5Encoder m(c);
+  auto m = io::construct_for_loading(dtype.value_or(torch::kFloat32), [&] { return T5Encoder(c); });
   io::ModuleWeightsOptions o;
   o.dtype = dtype;
   o.aliases = {{"encoder.embed_tokens.weight", "shared.weight"}};

@@ -45,7 +45,7 @@ inline backbone::ControlNet load_controlnet(const std::string& path, const backb
   mo.owned = {"transformer_blocks.", "controlnet_blocks.", "pos_embed_input.", "time_text_embed.",
               "t_embedder.", "y_embedder.", "x_embedder.", "pos_embed."};
   const auto dtype = opt.dtype.value_or(to_scalar_type(files.files().front().info("controlnet_blocks.0.weight").dtype));
-  auto net = construct_in_dtype(dtype, [&] { return backbone::ControlNet(config, base); });
+  auto net = construct_for_loading(dtype, [&] { return backbone::ControlNet(config, base); });
   load_module_weights(*net, files, "", mo, "ControlNet");
   net->to(opt.device);
   nn::set_linear_weight_layout(*net, opt.weight_layout.value_or(nn::preferred_weight_layout(dtype, opt.device)));

@@ -124,9 +124,9 @@ inline backbone::MMDiT load_mmdit(const std::string& path, const MMDiTLoadOption
   lo.dtype = opt.dtype;
   lo.device = opt.device;
   auto tensors = read_mmdit_tensors(file, config, lo);
-  // Constructed in the loaded dtype: the file's tensors replace every parameter (construct_in_dtype).
+  // Constructed in the loaded dtype: the file's tensors replace every parameter (construct_for_loading).
   const auto loaded = tensors.empty() ? torch::kFloat32 : tensors.front().second.scalar_type();
-  auto model = construct_in_dtype(loaded, [&] { return backbone::MMDiT(config, /*init_pos_embed=*/false); });
+  auto model = construct_for_loading(loaded, [&] { return backbone::MMDiT(config, /*init_pos_embed=*/false); });
   torch::NoGradGuard no_grad;
   auto params = model->named_parameters(true);
   auto buffers = model->named_buffers(true);
@@ -135,6 +135,7 @@ inline backbone::MMDiT load_mmdit(const std::string& path, const MMDiTLoadOption
     else if (auto* b = buffers.find(name)) b->set_data(t);
     else throw Error("MM-DiT: no module slot for " + name + " (library bug: key list and modules disagree)");
   }
+  tensors.clear();  // the module holds them now: a layout change below must not leave a second copy alive
   // as stored moves nothing; column-major copies each Linear weight once
   const auto dtype = model->x_embedder->proj->weight.scalar_type();
   nn::set_linear_weight_layout(*model, opt.weight_layout.value_or(nn::preferred_weight_layout(dtype, opt.device)));

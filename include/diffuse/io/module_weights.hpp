@@ -16,6 +16,7 @@
 
 #include "diffuse/core/format.hpp"
 #include "diffuse/io/safetensors.hpp"
+#include "diffuse/nn/layers.hpp"
 
 namespace diffuse::io {
 
@@ -67,12 +68,14 @@ class WeightFiles {
   Header merged_;
 };
 
-// make() run with LibTorch's default dtype set to `dtype`, so a module's parameters are allocated
-// in the dtype its weights will have rather than in float32 first (half the passing peak for
-// bf16). The default dtype is process-wide: it is restored before returning, and nothing else
-// should construct modules on another thread meanwhile.
+// make() run for a module whose every parameter a loader is about to set: its layers are allocated,
+// not drawn at random (nn::SkipParameterInit: the draws were most of an MM-DiT's load time), and
+// allocated in `dtype`, the dtype its weights will have, rather than in float32 first (LibTorch's
+// default dtype is process-wide: it is restored before returning, and nothing else should
+// construct modules on another thread meanwhile).
 template <class Make>
-auto construct_in_dtype(torch::ScalarType dtype, Make&& make) {
+auto construct_for_loading(torch::ScalarType dtype, Make&& make) {
+  const nn::SkipParameterInit uninitialised;
   const auto previous = c10::get_default_dtype();
   if (c10::isFloatingType(dtype)) c10::set_default_dtype(c10::scalarTypeToTypeMeta(dtype));
   try {

@@ -18,6 +18,7 @@
 #include <torch/types.h>
 
 #include "diffuse/core/error.hpp"
+#include "diffuse/nn/layers.hpp"
 #include "diffuse/nn/rowwise_linear.hpp"
 
 namespace diffuse::nn {
@@ -37,8 +38,8 @@ inline torch::Tensor timestep_embedding(const torch::Tensor& t, std::int64_t dim
 class MLPEmbedderImpl : public torch::nn::Module {
  public:
   MLPEmbedderImpl(std::int64_t in, std::int64_t hidden) {
-    mlp = register_module("mlp", torch::nn::Sequential(torch::nn::Linear(in, hidden), torch::nn::SiLU(),
-                                                       torch::nn::Linear(hidden, hidden)));
+    mlp = register_module("mlp", torch::nn::Sequential(nn::linear(in, hidden), torch::nn::SiLU(),
+                                                       nn::linear(hidden, hidden)));
   }
   torch::Tensor forward(const torch::Tensor& x) {
     return rowwise_linear(linear_at(mlp, 2), torch::silu(rowwise_linear(linear_at(mlp, 0), x)));
@@ -64,7 +65,7 @@ TORCH_MODULE(TimestepEmbedder);
 class PatchEmbedImpl : public torch::nn::Module {
  public:
   PatchEmbedImpl(std::int64_t in_channels, std::int64_t hidden, std::int64_t patch) : patch_(patch) {
-    proj = register_module("proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_channels, hidden, patch).stride(patch)));
+    proj = register_module("proj", nn::conv2d(torch::nn::Conv2dOptions(in_channels, hidden, patch).stride(patch)));
   }
   // (B, C, H, W) -> (B, H/p * W/p, hidden)
   torch::Tensor forward(const torch::Tensor& x) {

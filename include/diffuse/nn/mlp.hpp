@@ -6,6 +6,7 @@
 #include <torch/types.h>
 
 #include "diffuse/nn/gelu_tanh.hpp"
+#include "diffuse/nn/layers.hpp"
 #include "diffuse/nn/rowwise_linear.hpp"
 
 namespace diffuse::nn {
@@ -13,8 +14,8 @@ namespace diffuse::nn {
 class MlpImpl : public torch::nn::Module {
  public:
   MlpImpl(std::int64_t dim, std::int64_t hidden) {
-    fc1 = register_module("fc1", torch::nn::Linear(dim, hidden));
-    fc2 = register_module("fc2", torch::nn::Linear(hidden, dim));
+    fc1 = register_module("fc1", nn::linear(dim, hidden));
+    fc2 = register_module("fc2", nn::linear(hidden, dim));
   }
   // GELU through nn/gelu_tanh.hpp: on the CPU one vectorised pass in float32 whatever the
   // activation dtype (LibTorch 1.13's own is scalar, and for bf16 needs two conversions).

@@ -6,6 +6,7 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/types.h>
 
+#include "diffuse/nn/layers.hpp"
 #include "diffuse/nn/qkv_rms_norm.hpp"
 #include "diffuse/nn/rms_norm.hpp"
 #include "diffuse/nn/rowwise_linear.hpp"
@@ -16,8 +17,8 @@ class SelfAttentionImpl : public torch::nn::Module {
  public:
   SelfAttentionImpl(std::int64_t dim, std::int64_t heads, bool qk_norm, bool pre_only, bool qkv_bias = true)
       : heads_(heads), head_dim_(dim / heads) {
-    qkv = register_module("qkv", torch::nn::Linear(torch::nn::LinearOptions(dim, 3 * dim).bias(qkv_bias)));
-    if (!pre_only) proj = register_module("proj", torch::nn::Linear(dim, dim));
+    qkv = register_module("qkv", nn::linear(dim, 3 * dim, qkv_bias));
+    if (!pre_only) proj = register_module("proj", nn::linear(dim, dim));
     if (qk_norm) {
       ln_q = register_module("ln_q", RMSNorm(head_dim_));
       ln_k = register_module("ln_k", RMSNorm(head_dim_));
