@@ -80,6 +80,23 @@ TEST_CASE("requested dtypes convert on load", "[io][safetensors][torch]") {
   CHECK(load_tensor(SafetensorsFile(path.string()), "x", f64).scalar_type() == torch::kFloat64);
 }
 
+TEST_CASE("a converted tensor's source pages are given back; the file's bytes and the views stay right", "[io][safetensors][torch]") {
+  test::TempDir dir;
+  const auto path = dir / "w.safetensors";
+  const auto a = torch::arange(100000, torch::kFloat32) * 0.5, b = torch::arange(7, torch::kFloat32);  // a spans many pages
+  save_safetensors(path, {{"a", a}, {"b", b}});
+  SafetensorsFile file(path.string());
+  auto view_b = load_tensor(file, "b");
+  view_b.mul_(2);  // a zero-copy view written in place (copy-on-write page next to a's last page)
+  LoadOptions f64;
+  f64.dtype = torch::kFloat64;
+  const auto converted = load_tensor(file, "a", f64);  // releases a's whole pages in the mapping
+  CHECK(torch::equal(converted, a.to(torch::kFloat64)));
+  CHECK(torch::equal(load_tensor(file, "a"), a));  // read again from the file after the release
+  CHECK(torch::equal(view_b, b * 2));              // the written neighbour keeps its write
+  CHECK(torch::equal(load_tensor(file, "b", f64), (b * 2).to(torch::kFloat64)));  // the same bytes as the view
+}
+
 TEST_CASE("saving rejects what safetensors cannot hold", "[io][safetensors][torch]") {
   test::TempDir dir;
   CHECK_THROWS_WITH(save_safetensors(dir / "c.safetensors", {{"z", torch::zeros({2}, torch::kComplexFloat)}}),

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
@@ -57,6 +58,17 @@ class MappedFile {
   std::size_t size() const { return size_; }
   std::span<const std::byte> bytes() const { return {data_, size_}; }
   std::byte* data() const { return data_; }
+
+  // Gives back the resident pages that lie wholly inside [offset, offset + length): a later read
+  // faults them in again from the file, so this only lowers the process's resident memory after a
+  // range was read for good (e.g. converted into another dtype). Pages shared with the bytes
+  // around the range are kept; a page written through the private mapping would lose the write,
+  // so never release a range a zero-copy view was written through.
+  void release(std::size_t offset, std::size_t length) const {
+    const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    const std::size_t first = (offset + page - 1) / page * page, end = std::min(offset + length, size_) / page * page;
+    if (data_ && end > first) ::madvise(data_ + first, end - first, MADV_DONTNEED);
+  }
 
  private:
   std::string path_;

@@ -1,7 +1,8 @@
 #pragma once
 // safetensors <-> torch::Tensor. Loading is lazy per tensor and zero-copy when the stored dtype is
 // the requested one: the tensor is a view of the memory-mapped file that keeps the mapping alive.
-// Any other dtype or device gives a converted copy (`torch::Tensor::to`).
+// Any other dtype or device gives a converted copy (`torch::Tensor::to`), after which the source
+// pages are given back to the page cache.
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -58,6 +59,9 @@ inline torch::Tensor load_tensor(const SafetensorsFile& file, const TensorInfo& 
   t = aligned ? view : view.clone();
   const auto want = opt.dtype.value_or(stored);
   if (want != stored || opt.device != torch::Device(torch::kCPU)) t = t.to(opt.device, want);
+  // A copy no longer needs the source pages: give them back (a converted SD3 MM-DiT would
+  // otherwise hold the file's 4 GB and its own 4 GB at once).
+  if (!aligned || want != stored || opt.device != torch::Device(torch::kCPU)) file.release(info);
   return t;
 }
 
