@@ -48,6 +48,15 @@ TEST_CASE("DIFFUSE_CPU_KERNELS=generic turns the library's AVX-512 choices off; 
   if (generic) CHECK_FALSE(diffuse::openblas_without_avx512());  // tune_runtime leaves OpenBLAS alone
 }
 
+TEST_CASE("GLIBC_TUNABLES gets malloc's huge pages added, other tunables kept, a hugetlb choice left alone", "[core][tuning]") {
+  using diffuse::tunables_with_huge_pages;
+  CHECK(tunables_with_huge_pages(nullptr) == "glibc.malloc.hugetlb=1");
+  CHECK(tunables_with_huge_pages("") == "glibc.malloc.hugetlb=1");
+  CHECK(tunables_with_huge_pages("glibc.malloc.arena_max=2") == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1");
+  CHECK(tunables_with_huge_pages("glibc.malloc.hugetlb=0").empty());  // the user's choice
+  CHECK(tunables_with_huge_pages("glibc.malloc.arena_max=2:glibc.malloc.hugetlb=2").empty());
+}
+
 #ifdef DIFFUSE_CLI
 TEST_CASE("the diffuse program refuses a bad DIFFUSE_CPU_KERNELS with exit code 2", "[core][tuning][cli]") {
   const auto r = diffuse::test::run(std::string("DIFFUSE_CPU_KERNELS=fast ") + DIFFUSE_CLI + " inspect --help");
