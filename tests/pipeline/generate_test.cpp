@@ -142,7 +142,8 @@ TEST_CASE("diffuse generate writes a PNG whose parameters diffuse inspect reads 
   auto r = diffuse::test::run_cli(base + " --prompt 'a red circle' --negative 'blurry' --seed 5 --out " + out);
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
-  CHECK_THAT(r.err, Contains("generate 2/2") && Contains("ETA") && Contains("peak RSS") && Contains("later steps"));
+  CHECK_THAT(r.err, Contains("generate 2/2") && Contains("ETA") && Contains("peak RSS") && Contains("later steps") &&
+             Contains("sampling starts after") && Contains("first step"));
   const auto img = io::read_png(out);
   CHECK(img.shape(0) == 64);
   r = diffuse::test::run_cli("inspect " + out + " --json");

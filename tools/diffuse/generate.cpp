@@ -156,8 +156,10 @@ void run_generate(const GenerateOptions& o) {
   }
   go.weight_layout = parse_weight_layout(o.weight_layout);
   go.no_t5 = o.no_t5;
-  go.vae_tiling = o.vae_tiling;
-  go.release_stages = o.low_memory;
+  // One request a run: each stage's weights go as soon as it is done (nothing is loaded twice), so
+  // the peak follows the largest stage. --low-memory also decodes the VAE in tiles.
+  go.vae_tiling = o.vae_tiling || o.low_memory;
+  go.release_stages = true;
   go.t5_length = o.t5_length;
   std::string lora_text;  // for the PNG: file name:strength, in order
   for (const auto& arg : o.loras) {
@@ -230,13 +232,18 @@ void run_generate(const GenerateOptions& o) {
   const auto s = gen.settings(r);
   if (s.width % 16 || s.height % 16)
     throw InputError("--width and --height must be multiples of 16, got " + std::to_string(s.width) + "x" + std::to_string(s.height));
-  const auto t1 = std::chrono::steady_clock::now();
-  std::cerr << "loaded in " << std::chrono::duration<double>(t1 - t0).count() << " s; " << r.prompts.size() << " image(s) "
+  std::cerr << r.prompts.size() << " image(s) "
             << s.width << "x" << s.height << ", " << s.steps << " steps, " << s.sampler << ", CFG " << s.cfg << ", shift "
             << s.shift << (s.slg_scale != 0 ? ", SLG " + std::to_string(s.slg_scale) : std::string()) << ", " << o.dtype
             << " on " << o.device << "\n";
   Progress progress("generate", s.steps);
   std::vector<std::chrono::steady_clock::time_point> step_ends;  // the mean over all steps hides a slow first one
+  auto sampling_start = t0;  // the stages load as they are needed: text encoders, MM-DiT, VAE
+  r.on_sampling_start = [&] {
+    sampling_start = std::chrono::steady_clock::now();
+    std::cerr << "sampling starts after " << std::chrono::duration<double>(sampling_start - t0).count()
+              << " s (text encoders and MM-DiT loaded, text encoded)\n";
+  };
   r.on_step = [&](const sampling::StepInfo& info) {
     step_ends.push_back(std::chrono::steady_clock::now());
     progress.update(info.step + 1, "sigma " + std::to_string(info.sigma));
@@ -264,7 +271,8 @@ void run_generate(const GenerateOptions& o) {
   }
   const auto secs = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
   if (step_ends.empty()) step_ends.push_back(t2);
-  std::cerr << "generated in " << secs(t1, t2) << " s: text and first step " << secs(t1, step_ends.front()) << " s";
+  std::cerr << "generated in " << secs(t0, t2) << " s: until sampling " << secs(t0, sampling_start) << " s, first step "
+            << secs(sampling_start, step_ends.front()) << " s";
   if (step_ends.size() > 1)
     std::cerr << ", later steps " << secs(step_ends.front(), step_ends.back()) / static_cast<double>(step_ends.size() - 1)
               << " s/step";
@@ -305,7 +313,7 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--weight-layout", o->weight_layout, weight_layout_help)->capture_default_str();
   cmd->add_option("--lora", o->loras, lora_help);
   cmd->add_flag("--vae-tiling", o->vae_tiling, "decode (and encode) the VAE in overlapping tiles");
-  cmd->add_flag("--low-memory", o->low_memory, "release each stage's weights after use (peak ~ the largest stage)");
+  cmd->add_flag("--low-memory", o->low_memory, "also decode (and encode) the VAE in tiles: less memory at large sizes, seams blended (each stage's weights are always released after use)");
   cmd->add_option("--clip-l", o->clip_l, "CLIP-L weights (when not in the model file)");
   cmd->add_option("--clip-g", o->clip_g, "CLIP-G weights");
   cmd->add_option("--t5", o->t5, "T5-XXL weights");

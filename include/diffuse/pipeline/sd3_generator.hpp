@@ -208,6 +208,7 @@ struct GenerateRequest {
   std::optional<io::RGBImage> control_image;
   double control_strength = 1.0;
   sampling::StepCallback on_step;     // preview or stop (return false)
+  std::function<void()> on_sampling_start;  // the models are loaded and the text encoded: step 1 begins
 };
 
 namespace generator_detail {
@@ -398,6 +399,7 @@ class BasicSD3Generator {
     g.slg_start = s.slg_start;
     g.slg_end = s.slg_end;
     const auto den = sampling::guided_flow_denoiser(fm, cond, uncond, g, s.steps);
+    if (r.on_sampling_start) r.on_sampling_start();
     const auto res = method.sample(den, x, sigmas, r.on_step);
     if (o_.release_stages) mmdit_.reset(), controlnet_.reset();
     return fmt.process_out(res.x);
