@@ -6,6 +6,12 @@
 //   ./bench_sd3_random_checkpoints OUT_DIR
 //   ./bench_sd3_random_checkpoints OUT_DIR --mmdit-bf16   (only mmdit.safetensors, in bfloat16: the
 //                                                         LoRA step benchmark's base, lora_step.cpp)
+//   ./bench_sd3_random_checkpoints OUT_DIR --all-in-one   (only sd3_medium_incl_clips.safetensors: MM-DiT,
+//                                                         VAE, CLIP-L and CLIP-G in one file under the
+//                                                         released prefixes, T5 absent, as released)
+//   ./bench_sd3_random_checkpoints OUT_DIR --sd35-large   (the SD3.5-large MM-DiT, 8.1B, as
+//                                                         sd3.5_large_mmdit.safetensors; the encoders
+//                                                         and VAE as above; issue 35 item 4)
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -63,24 +69,40 @@ void write_random(const std::filesystem::path& path, const Keys& keys, bool bf16
   std::printf("wrote %s (%.2f GB)\n", path.c_str(), (8.0 + header.size() + off) / 1e9);
 }
 
+Keys prefixed(const std::string& prefix, const Keys& keys) {
+  Keys out;
+  for (const auto& [name, shape] : keys) out.emplace_back(prefix + name, shape);
+  return out;
+}
+
 int main(int argc, char** argv) {
-  const bool mmdit_bf16 = argc == 3 && std::string(argv[2]) == "--mmdit-bf16";
-  if (argc != 2 && !mmdit_bf16) {
-    std::fprintf(stderr, "usage: %s OUT_DIR [--mmdit-bf16]\n", argv[0]);
+  const std::string mode = argc == 3 ? argv[2] : "";
+  if (argc < 2 || argc > 3 || (argc == 3 && mode != "--mmdit-bf16" && mode != "--all-in-one" && mode != "--sd35-large")) {
+    std::fprintf(stderr, "usage: %s OUT_DIR [--mmdit-bf16 | --all-in-one | --sd35-large]\n", argv[0]);
     return 2;
   }
   const std::filesystem::path dir = argv[1];
   std::filesystem::create_directories(dir);
   Keys mm;
-  for (const auto& k : backbone::mmdit_keys(backbone::MMDiTConfig::sd3_medium())) mm.emplace_back(k.name, k.shape);
-  write_random(dir / "mmdit.safetensors", mm, mmdit_bf16);
-  if (mmdit_bf16) return 0;
+  const auto mm_config = mode == "--sd35-large" ? backbone::MMDiTConfig::sd35_large() : backbone::MMDiTConfig::sd3_medium();
+  for (const auto& k : backbone::mmdit_keys(mm_config)) mm.emplace_back(k.name, k.shape);
   Keys vae;
   autoencoder::KLAutoencoder model(autoencoder::KLAutoencoderConfig::sd3());
   for (const auto& p : model->named_parameters(true)) vae.emplace_back(p.key(), p.value().sizes().vec());
+  const auto clip_l = encoders::clip_keys(encoders::clip_l_config()), clip_g = encoders::clip_keys(encoders::clip_g_config());
+  if (mode == "--all-in-one") {
+    Keys all = prefixed("model.diffusion_model.", mm);
+    for (auto& k : prefixed("first_stage_model.", vae)) all.push_back(k);
+    for (auto& k : prefixed("text_encoders.clip_l.transformer.", clip_l)) all.push_back(k);
+    for (auto& k : prefixed("text_encoders.clip_g.transformer.", clip_g)) all.push_back(k);
+    write_random(dir / "sd3_medium_incl_clips.safetensors", all);
+    return 0;
+  }
+  write_random(dir / (mode == "--sd35-large" ? "sd3.5_large_mmdit.safetensors" : "mmdit.safetensors"), mm, mode == "--mmdit-bf16");
+  if (mode == "--mmdit-bf16") return 0;
   write_random(dir / "vae.safetensors", vae);
-  write_random(dir / "clip_l.safetensors", encoders::clip_keys(encoders::clip_l_config()));
-  write_random(dir / "clip_g.safetensors", encoders::clip_keys(encoders::clip_g_config()));
+  write_random(dir / "clip_l.safetensors", clip_l);
+  write_random(dir / "clip_g.safetensors", clip_g);
   write_random(dir / "t5xxl_fp16.safetensors", encoders::t5_keys(encoders::t5_xxl_config()));
   return 0;
 }
