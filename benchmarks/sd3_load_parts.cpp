@@ -1,6 +1,6 @@
 // Where the load time of an SD3 MM-DiT goes (issue 35, item 1): for a checkpoint file, the time
-// to construct the module (LibTorch initialises every parameter at random first: Kaiming-uniform
-// for each Linear), to read and convert the file's tensors, and load_mmdit as a whole, in the
+// to construct the module as the loader does (io::construct_for_loading: allocated, not drawn at
+// random; LibTorch's own draws took 24-35 s here before), to read and convert the file's tensors, and load_mmdit as a whole, in the
 // same process and dtype, so the shares are comparable on a noisy machine.
 //   ./bench_sd3_load_parts MMDIT.safetensors [bf16|f16|f32]
 // A file: bench_sd3_random_checkpoints DIR writes DIR/mmdit.safetensors (SD3-medium size, float16).
@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
   const auto t3 = clock::now();
   std::printf("MM-DiT depth %d, %.2fB parameters, %s, %d threads\n", config.depth, params / 1e9, d.c_str(),
               at::get_num_threads());
-  std::printf("construct (random init)  %7.2f s\n", secs(t0, t1));
+  std::printf("construct (for loading)  %7.2f s\n", secs(t0, t1));
   std::printf("read + convert tensors   %7.2f s\n", secs(t1, t2));
   std::printf("load_mmdit (all)         %7.2f s\n", secs(t2, t3));
   return 0;

@@ -58,10 +58,11 @@ inline torch::Tensor load_tensor(const SafetensorsFile& file, const TensorInfo& 
       ptr, info.shape, [keep_alive](void*) mutable { keep_alive.reset(); }, torch::TensorOptions().dtype(stored));
   t = aligned ? view : view.clone();
   const auto want = opt.dtype.value_or(stored);
-  if (want != stored || opt.device != torch::Device(torch::kCPU)) t = t.to(opt.device, want);
+  const bool convert = want != stored || !opt.device.is_cpu();
+  if (convert) t = t.to(opt.device, want);
   // A copy no longer needs the source pages: give them back (a converted SD3 MM-DiT would
   // otherwise hold the file's 4 GB and its own 4 GB at once).
-  if (!aligned || want != stored || opt.device != torch::Device(torch::kCPU)) file.release(info);
+  if (!aligned || convert) file.release(info);
   return t;
 }
 
