@@ -15,17 +15,12 @@
 // ask for transparent huge pages: the column-major kernel reads 128 rows of W^T, N floats apart,
 // per slice (128 pages of 4 KiB where N >= 1024), and huge pages made the SD3-medium forward 2-4%
 // faster (same process, alternating; docs/performance.md).
-#include <cstdlib>
-
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/types.h>
 
 #include "diffuse/core/cpu_features.hpp"
+#include "diffuse/core/huge_pages.hpp"
 
 namespace diffuse::nn {
 
@@ -38,26 +33,6 @@ enum class WeightLayout {
 inline bool is_column_major(const torch::Tensor& w) {
   return w.dim() == 2 && w.stride(0) == 1 && w.stride(1) == w.size(0);
 }
-
-namespace layout_detail {
-
-// An uninitialised float32 CPU tensor of `sizes`; from 2 MiB on, 2 MiB-aligned memory advised to be
-// backed by transparent huge pages (where the kernel's THP mode is "madvise" or "always").
-inline torch::Tensor huge_page_tensor(torch::IntArrayRef sizes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr std::size_t huge = std::size_t{2} << 20;
-  std::size_t bytes = sizeof(float);
-  for (const auto s : sizes) bytes *= static_cast<std::size_t>(s);
-  void* p = nullptr;
-  if (bytes >= huge && posix_memalign(&p, huge, bytes) == 0) {
-    madvise(p, bytes, MADV_HUGEPAGE);  // advice only: without THP the pages are ordinary ones
-    return torch::from_blob(p, sizes, [](void* q) { std::free(q); }, torch::kFloat32);
-  }
-#endif
-  return torch::empty(sizes, torch::kFloat32);
-}
-
-}  // namespace layout_detail
 
 // The layout a loader picks when not told: column-major where cpu_linear's column-major kernel
 // can run (float32 on an x86-64 CPU with AVX-512), as stored otherwise. Measured at SD3-medium
@@ -89,7 +64,7 @@ inline void set_linear_weight_layout(torch::nn::Module& module, WeightLayout lay
     if (layout == WeightLayout::ColumnMajor) {
       if (is_column_major(w)) return;
       if (w.is_cpu() && w.scalar_type() == torch::kFloat32) {
-        auto t = layout_detail::huge_page_tensor({w.size(1), w.size(0)});
+        auto t = huge_page_empty({w.size(1), w.size(0)}, torch::kFloat32);
         w.set_data(t.copy_(w.t()).t());
       } else {
         w.set_data(w.t().contiguous().t());
