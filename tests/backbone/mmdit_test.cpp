@@ -3,6 +3,7 @@
 // every problem; recomputed blocks give the same gradients.
 #include <catch2/catch.hpp>
 
+#include <fstream>
 #include <set>
 
 #include <torch/torch.h>
@@ -143,6 +144,20 @@ TEST_CASE("diffusers and original layouts round-trip to the same outputs", "[mmd
   io::MMDiTLoadOptions row;
   row.weight_layout = nn::WeightLayout::RowMajor;
   CHECK(io::load_mmdit(orig, row)->final_layer->linear->weight.is_contiguous());
+  // Weights in the compute dtype are read into memory unless in_memory is false (views of the
+  // file): a model loaded so keeps its weights when the file is rewritten in place afterwards.
+  io::MMDiTLoadOptions views = row;
+  views.in_memory = false;
+  auto viewed = io::load_mmdit(orig, views);
+  CHECK((viewed(in.x, in.t, in.y, in.context) - ref).abs().max().item<double>() <= bound);
+  auto read = io::load_mmdit(orig, row);
+  const auto size = std::filesystem::file_size(orig);
+  viewed = nullptr;  // its pages would lie past the end of the file while it is rewritten
+  {
+    std::ofstream zeros(orig, std::ios::binary | std::ios::trunc);
+    zeros << std::string(size, '\0');
+  }
+  CHECK((read(in.x, in.t, in.y, in.context) - ref).abs().max().item<double>() <= bound);
 }
 
 TEST_CASE("loading reports every missing, unexpected and mis-shaped tensor together", "[mmdit]") {

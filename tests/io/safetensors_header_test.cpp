@@ -198,6 +198,19 @@ TEST_CASE("SafetensorsFile maps a file lazily and write_safetensors is atomic", 
     test::write_bytes(path, bytes.substr(0, bytes.size() - 3));
     CHECK_THROWS_WITH(SafetensorsFile(path.string()), Contains("w.safetensors") && Contains("tensor 'i'"));
   }
+  SECTION("read copies a tensor's bytes through the descriptor; a file cut while open is named, not a crash") {
+    std::int32_t got[2] = {0, 0};
+    f.read(f.info("i"), reinterpret_cast<std::byte*>(got));
+    CHECK(got[0] == 7);
+    CHECK(got[1] == -9);
+    const auto size = f.mapping()->size();
+    std::byte one{};
+    CHECK_THROWS_WITH(f.mapping()->read(size, {&one, 1}), Contains("past the end"));
+    std::filesystem::resize_file(path, size - 4);  // the last int32 of "i" is gone
+    got[1] = 0;
+    CHECK_THROWS_WITH(f.read(f.info("i"), reinterpret_cast<std::byte*>(got)),
+                      Contains("w.safetensors") && Contains("ends at byte " + std::to_string(size - 4)));
+  }
 }
 
 }  // namespace t_safetensors_header

@@ -97,6 +97,40 @@ TEST_CASE("a converted tensor's source pages are given back; the file's bytes an
   CHECK(torch::equal(load_tensor(file, "b", f64), (b * 2).to(torch::kFloat64)));  // the same bytes as the view
 }
 
+TEST_CASE("in_memory reads a tensor into memory of its own, in every dtype and for large ones too", "[io][safetensors][torch]") {
+  test::TempDir dir;
+  const auto path = dir / "w.safetensors";
+  const auto big = torch::arange(3 << 20, torch::kFloat32).reshape({3, 1 << 20});  // 12 MiB: the huge-page allocation
+  save_safetensors(path, {{"big", big}, {"h", torch::arange(6, torch::kFloat16)}, {"none", torch::zeros({0, 3})}});
+  SafetensorsFile file(path.string());
+  const auto* base = reinterpret_cast<const char*>(file.mapping()->bytes().data());
+  const auto outside = [&](const torch::Tensor& t) {
+    const auto* p = static_cast<const char*>(t.data_ptr());
+    return p < base || p >= base + file.mapping()->size();
+  };
+  LoadOptions mem;
+  mem.in_memory = true;
+  const auto b = load_tensor(file, "big", mem);
+  CHECK(outside(b));
+  CHECK(torch::equal(b, big));
+  CHECK(b.is_contiguous());
+  const auto h = load_tensor(file, "h", mem);
+  CHECK(outside(h));
+  CHECK(h.scalar_type() == torch::kFloat16);
+  CHECK(torch::equal(h, torch::arange(6, torch::kFloat16)));
+  CHECK(load_tensor(file, "none", mem).sizes() == torch::IntArrayRef{0, 3});
+  mem.dtype = torch::kBFloat16;  // a conversion is a copy either way
+  const auto hb = load_tensor(file, "h", mem);
+  CHECK(hb.scalar_type() == torch::kBFloat16);
+  CHECK(torch::equal(hb.to(torch::kFloat32), torch::arange(6, torch::kFloat32)));
+  auto copy = load_tensor(file, "big", {});
+  copy.mul_(0);  // writes a zero-copy view; the in-memory tensor and the file keep their values
+  CHECK(torch::equal(b, big));
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) / 2);  // cut while open
+  mem.dtype.reset();
+  CHECK_THROWS_WITH(load_tensor(file, "big", mem), Contains("w.safetensors") && Contains("ends at byte"));
+}
+
 TEST_CASE("saving rejects what safetensors cannot hold", "[io][safetensors][torch]") {
   test::TempDir dir;
   CHECK_THROWS_WITH(save_safetensors(dir / "c.safetensors", {{"z", torch::zeros({2}, torch::kComplexFloat)}}),

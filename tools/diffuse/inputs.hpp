@@ -20,7 +20,7 @@ inline torch::Tensor need_tensor(const torch::OrderedDict<std::string, torch::Te
   throw InputError(path + ": input tensor '" + name + "' is missing");
 }
 
-// --weight-layout: "row" (as stored, the weights stay views of the file), "column" (copied
+// --weight-layout: "row" (as stored), "column" (copied
 // column-major: the faster float32 CPU kernel; nn/linear_weight_layout.hpp) or "auto" (empty: column
 // for float32 on an AVX-512 CPU, row otherwise).
 inline std::optional<nn::WeightLayout> parse_weight_layout(const std::string& s) {
@@ -56,7 +56,7 @@ inline constexpr const char* lora_help =
     "LoRA file (diffusers/PEFT or kohya layout) merged into the MM-DiT: FILE or FILE:STRENGTH (default 1); repeatable";
 
 inline constexpr const char* weight_layout_help =
-    "MM-DiT Linear weights in memory: auto (column for f32 on an AVX-512 CPU, else row), row (as stored, "
-    "views of the file) or column (copied column-major; the faster f32 CPU kernel)";
+    "MM-DiT Linear weights in memory: auto (column for f32 on an AVX-512 CPU, else row), row (as stored) "
+    "or column (copied column-major; the faster f32 CPU kernel)";
 
 }  // namespace diffuse::cli

@@ -422,6 +422,7 @@ inline KLAutoencoder load_autoencoder(const std::string& path, std::optional<tor
   std::set<std::string> used;
   io::LoadOptions lo;
   lo.dtype = dtype;
+  lo.in_memory = true;
   for (auto& p : model->named_parameters(true)) {
     const auto key = prefix + (loc.diffusers ? diffusers_vae_key(p.key(), config.levels()) : p.key());
     const auto* info = f.header().find(key);

@@ -20,6 +20,7 @@ struct ControlNetLoadOptions {
   std::optional<torch::ScalarType> dtype;  // empty: as stored
   torch::Device device = torch::kCPU;
   std::optional<nn::WeightLayout> weight_layout;  // as io::MMDiTLoadOptions
+  bool in_memory = true;                          // as io::MMDiTLoadOptions
 };
 
 inline backbone::ControlNet load_controlnet(const std::string& path, const backbone::MMDiTConfig& base,
@@ -28,6 +29,7 @@ inline backbone::ControlNet load_controlnet(const std::string& path, const backb
   const auto config = backbone::detect_controlnet_config(files.files().front(), base);
   ModuleWeightsOptions mo;
   mo.dtype = opt.dtype;
+  mo.in_memory = opt.in_memory;
   for (const char* wb : {"weight", "bias"}) {
     const std::string s = wb;
     mo.aliases["t_embedder.mlp.0." + s] = "time_text_embed.timestep_embedder.linear_1." + s;

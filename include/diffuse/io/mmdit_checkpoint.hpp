@@ -27,8 +27,12 @@ struct MMDiTLoadOptions {
   std::optional<torch::ScalarType> dtype;            // compute dtype; empty keeps the file's
   torch::Device device = torch::kCPU;
   std::optional<backbone::MMDiTConfig> config;       // empty: detected from the shapes
+  // Weights already in the compute dtype are read into memory of the process (LoadOptions::in_memory:
+  // the first step then runs as fast as the later ones); false keeps them views of the file, which
+  // processes loading the same file share through the page cache.
+  bool in_memory = true;
   // Where the Linear weights lie in memory (nn/linear_weight_layout.hpp). As stored (row-major)
-  // keeps them views of the file; column-major copies them and makes a float32 CPU forward faster
+  // keeps them as read; column-major copies them and makes a float32 CPU forward faster
   // (SD3-medium at 256²: up to 12% or 25% on the two machine kinds measured, docs/performance.md).
   // Empty: column-major for float32 on an AVX-512 CPU, as stored otherwise
   // (nn::preferred_weight_layout).
@@ -115,14 +119,15 @@ inline std::vector<std::pair<std::string, torch::Tensor>> read_mmdit_tensors(con
   return out;
 }
 
-// Builds an MM-DiT from a checkpoint of either layout. Tensors already in the compute dtype stay
-// views of the memory-mapped file (no second copy).
+// Builds an MM-DiT from a checkpoint of either layout. Tensors already in the compute dtype are read
+// into memory, or stay views of the memory-mapped file with `in_memory = false` (no second copy).
 inline backbone::MMDiT load_mmdit(const std::string& path, const MMDiTLoadOptions& opt = {}) {
   SafetensorsFile file(path);
   const auto config = opt.config ? *opt.config : backbone::detect_mmdit_config(file.tensors(), path);
   LoadOptions lo;
   lo.dtype = opt.dtype;
   lo.device = opt.device;
+  lo.in_memory = opt.in_memory;
   auto tensors = read_mmdit_tensors(file, config, lo);
   // Constructed in the loaded dtype: the file's tensors replace every parameter (construct_for_loading).
   const auto loaded = tensors.empty() ? torch::kFloat32 : tensors.front().second.scalar_type();

@@ -93,6 +93,7 @@ struct ModuleWeightsOptions {
   std::map<std::string, std::string> aliases;          // parameter name -> other key it may be stored under
   std::vector<std::string> owned;                      // key heads (after the prefix) this module owns
   std::set<std::string> ignored;                       // keys (after the prefix) that may be present unused
+  bool in_memory = true;                               // read, not viewed in the mapping (LoadOptions::in_memory)
 };
 
 inline void load_module_weights(torch::nn::Module& module, const WeightFiles& file, const std::string& prefix,
@@ -102,6 +103,7 @@ inline void load_module_weights(torch::nn::Module& module, const WeightFiles& fi
   std::set<std::string> used;
   LoadOptions lo;
   lo.dtype = o.dtype;
+  lo.in_memory = o.in_memory;
   for (auto& p : module.named_parameters(true)) {
     auto [shard, info] = file.find(prefix + p.key());
     if (!info)

@@ -1,8 +1,8 @@
 #pragma once
 // safetensors <-> torch::Tensor. Loading is lazy per tensor and zero-copy when the stored dtype is
 // the requested one: the tensor is a view of the memory-mapped file that keeps the mapping alive.
-// Any other dtype or device gives a converted copy (`torch::Tensor::to`), after which the source
-// pages are given back to the page cache.
+// Any other dtype or device gives a converted copy, after which the source pages are given back to
+// the page cache; `LoadOptions::in_memory` asks for a copy (read, not mapped) in every case.
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -15,6 +15,7 @@
 #include <torch/ordered_dict.h>
 
 #include "diffuse/core/error.hpp"
+#include "diffuse/core/huge_pages.hpp"
 #include "diffuse/io/safetensors_file.hpp"
 
 namespace diffuse::io {
@@ -45,11 +46,23 @@ inline Dtype from_scalar_type(torch::ScalarType s) {
 struct LoadOptions {
   std::optional<torch::ScalarType> dtype;
   torch::Device device = torch::kCPU;
+  // A tensor already in the wanted dtype is read into memory of its own (pread, huge pages) rather
+  // than viewed in the mapping. For a model about to use every weight this is the cheaper way in:
+  // a view is paid for at its first use, a fault per 4 KiB page (the first denoising step from a
+  // bf16 file took 4x the later ones), and the process holds the file's pages as well.
+  bool in_memory = false;
 };
 
 // One tensor of an open file. Zero-copy when no conversion is needed and the bytes are aligned.
 inline torch::Tensor load_tensor(const SafetensorsFile& file, const TensorInfo& info, const LoadOptions& opt = {}) {
   const auto stored = to_scalar_type(info.dtype);
+  const auto want = opt.dtype.value_or(stored);
+  const bool convert = want != stored || !opt.device.is_cpu();
+  if (opt.in_memory && !convert) {
+    auto own = huge_page_empty(info.shape, stored);
+    if (info.nbytes() > 0) file.read(info, static_cast<std::byte*>(own.data_ptr()));
+    return own;
+  }
   std::byte* ptr = file.mutable_data(info);
   torch::Tensor t;
   const bool aligned = reinterpret_cast<std::uintptr_t>(ptr) % dtype_size(info.dtype) == 0;
@@ -57,9 +70,7 @@ inline torch::Tensor load_tensor(const SafetensorsFile& file, const TensorInfo& 
   auto view = torch::from_blob(
       ptr, info.shape, [keep_alive](void*) mutable { keep_alive.reset(); }, torch::TensorOptions().dtype(stored));
   t = aligned ? view : view.clone();
-  const auto want = opt.dtype.value_or(stored);
-  const bool convert = want != stored || !opt.device.is_cpu();
-  if (convert) t = t.to(opt.device, want);
+  if (convert) t = opt.device.is_cpu() ? huge_page_empty(info.shape, want).copy_(t) : t.to(opt.device, want);
   // A copy no longer needs the source pages: give them back (a converted SD3 MM-DiT would
   // otherwise hold the file's 4 GB and its own 4 GB at once).
   if (!aligned || convert) file.release(info);

@@ -45,6 +45,8 @@ class SafetensorsFile {
   }
   // Mutable pointer into the private (copy-on-write) mapping, for zero-copy tensor views.
   std::byte* mutable_data(const TensorInfo& t) const { return map_->data() + header_.data_start + t.begin; }
+  // Copies a tensor's bytes into `dest` (t.nbytes() of them) without touching the mapping (MappedFile::read).
+  void read(const TensorInfo& t, std::byte* dest) const { map_->read(header_.data_start + t.begin, {dest, t.nbytes()}); }
   // Lowers resident memory once a tensor's bytes were copied out for good (MappedFile::release).
   void release(const TensorInfo& t) const { map_->release(header_.data_start + t.begin, t.nbytes()); }
   // Shares ownership of the mapping, so views can outlive this object.
