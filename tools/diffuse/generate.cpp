@@ -243,6 +243,7 @@ void run_generate(const GenerateOptions& o) {
     sampling_start = std::chrono::steady_clock::now();
     std::cerr << "sampling starts after " << std::chrono::duration<double>(sampling_start - t0).count()
               << " s (text encoders and MM-DiT loaded, text encoded)\n";
+    progress.restart();  // s/it and the ETA are the sampling's, not the load's
   };
   r.on_step = [&](const sampling::StepInfo& info) {
     step_ends.push_back(std::chrono::steady_clock::now());

@@ -10,6 +10,8 @@ namespace diffuse::cli {
 class Progress {
  public:
   Progress(std::string what, int total) : what_(std::move(what)), total_(total), start_(clock::now()) {}
+  // Times from now on: for loops whose set-up (e.g. loading a model) should not count in the rate.
+  void restart() { start_ = clock::now(); }
   void update(int done, const std::string& extra = {}) {
     const double s = std::chrono::duration<double>(clock::now() - start_).count();
     const double eta = done > 0 ? s / done * (total_ - done) : 0.0;
