@@ -210,7 +210,10 @@ void add_dpo(CLI::App& app) {
   cmd->add_option("--dtype", o->dtype, "base weights of an SD3 checkpoint: bf16 or f32")->capture_default_str();
   cmd->add_option("--tokenizers", o->tokenizers, "tokenizer folder for an SD3 checkpoint (as for generate)");
   cmd->add_flag("--resume", o->resume, "continue the run in --out from its last state, with its saved config");
-  cmd->callback([o] { run_dpo(*o); });
+  cmd->callback([o] {
+    require_one_process("dpo");
+    run_dpo(*o);
+  });
 }
 
 }  // namespace diffuse::cli

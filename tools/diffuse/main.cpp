@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
   diffuse::cli::add_text(app);
   diffuse::cli::add_generate(app);
   diffuse::cli::add_dpo(app);
+  diffuse::cli::add_launch(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

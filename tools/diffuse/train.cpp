@@ -267,6 +267,7 @@ void add_train(CLI::App& app) {
   auto l = std::make_shared<LoraOptions>();
   add_lora_train_options(*cmd, l);
   cmd->callback([t, l, cmd] {
+    require_one_process("train");
     if (l->init.empty()) {
       if (l->any_lora_only_option())
         throw InputError("--lora-rank, --lora-alpha, --lora-targets, --dtype, --checkpoint-every and --recompute-every are LoRA fine-tuning "

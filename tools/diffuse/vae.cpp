@@ -142,7 +142,10 @@ void add_vae(CLI::App& app) {
   train->add_option("--minutes", t->minutes, "train for this long instead of a step count");
   train->add_option("--z-channels", t->z_channels, "latent channels (overrides the config)");
   train->add_option("--seed", t->seed, "seed (overrides the config)")->each([t](const std::string&) { t->seed_set = true; });
-  train->callback([t] { run_train(*t); });
+  train->callback([t] {
+    require_one_process("vae train");
+    run_train(*t);
+  });
 }
 
 }  // namespace diffuse::cli
