@@ -287,6 +287,10 @@ TEST_CASE("diffuse generate --dry-run prints the resolved settings and their sou
   r = diffuse::test::run_cli(base + " --model " + m.all() + " --skip-layer-cfg");
   CHECK(r.exit_code == 2);
   CHECK_THAT(r.err, Contains("no skip-layer preset") && Contains("--slg-scale"));
+  // So is a sampler it does not know, before any weights are read.
+  r = diffuse::test::run_cli(base + " --model " + m.all() + " --sampler ddim");
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.err, Contains("sampler must be one of euler, heun, dpmpp_2m, got 'ddim'"));
 }
 
 TEST_CASE("LoRA files change the generated image at their strength; strength 0 is the base image", "[pipeline][generate][lora]") {

@@ -302,6 +302,7 @@ class BasicSD3Generator {
     s.cfg = r.cfg.value_or(d.cfg);
     s.shift = r.shift.value_or(d.shift);
     s.sampler = r.sampler.empty() ? d.sampler : r.sampler;
+    [[maybe_unused]] const method_choice known(s.sampler);  // an unknown name fails here, also for --dry-run
     // Skip-layer guidance as the reference runs it: off unless asked for; asked for, the model's
     // preset, each value replaceable.
     const auto preset = d.skip_layer_preset;
