@@ -5,6 +5,7 @@
 // program when its first word is not a diffuse subcommand (torchrun --no-python's case).
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -13,6 +14,7 @@
 #include <cerrno>
 #include <csignal>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -30,8 +32,29 @@ namespace {
 struct LaunchOptions {
   int nproc = 0, port = 29500;
   std::string addr = "127.0.0.1";
+  bool no_pin = false;
   std::vector<std::string> command;
 };
+
+// The CPUs this process may run on, split into `n` contiguous shares, one per rank: each rank's
+// thread counts (usable_hardware_threads) then follow its share instead of all N ranks taking
+// every core. Empty when there are fewer CPUs than ranks (nothing to split).
+std::vector<cpu_set_t> cpu_shares(int n) {
+  cpu_set_t all;
+  CPU_ZERO(&all);
+  if (::sched_getaffinity(0, sizeof all, &all) != 0) return {};
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &all)) cpus.push_back(c);
+  if (static_cast<int>(cpus.size()) < n) return {};
+  std::vector<cpu_set_t> shares(static_cast<std::size_t>(n));
+  const auto total = static_cast<std::int64_t>(cpus.size());
+  for (int r = 0; r < n; ++r) {
+    CPU_ZERO(&shares[static_cast<std::size_t>(r)]);
+    for (auto i = total * r / n; i < total * (r + 1) / n; ++i) CPU_SET(cpus[static_cast<std::size_t>(i)], &shares[static_cast<std::size_t>(r)]);
+  }
+  return shares;
+}
 
 struct Rank {
   pid_t pid = -1;
@@ -78,6 +101,7 @@ void run_launch(const LaunchOptions& o, bool diffuse_command) {
   if (diffuse_command) argv_s.push_back("/proc/self/exe");
   argv_s.insert(argv_s.end(), o.command.begin(), o.command.end());
   std::vector<Rank> ranks(static_cast<std::size_t>(o.nproc));
+  const auto shares = o.no_pin ? std::vector<cpu_set_t>{} : cpu_shares(o.nproc);
   struct sigaction sa {};
   sa.sa_handler = note_signal;
   ::sigaction(SIGINT, &sa, nullptr);
@@ -91,6 +115,7 @@ void run_launch(const LaunchOptions& o, bool diffuse_command) {
     if (pid < 0) throw Error(std::string("launch: fork: ") + std::strerror(errno));
     if (pid == 0) {
       ::setpgid(0, 0);  // a group of its own: stopping a rank stops what it started (sh -c's children)
+      if (!shares.empty()) ::sched_setaffinity(0, sizeof(cpu_set_t), &shares[static_cast<std::size_t>(r)]);
       ::dup2(out[1], STDOUT_FILENO);
       ::dup2(err[1], STDERR_FILENO);
       ::setenv("RANK", std::to_string(r).c_str(), 1);
@@ -189,7 +214,7 @@ void require_one_process(const std::string& command) {
   const auto env = training::distributed_env();
   if (env.world_size > 1)
     throw InputError("WORLD_SIZE=" + std::to_string(env.world_size) + " (rank " + std::to_string(env.rank) + "): `diffuse " +
-                     command + "` runs as one process; training across processes is not supported yet");
+                     command + "` runs as one process; of the trainers only `diffuse train` (without --init) runs across processes so far");
 }
 
 void add_launch(CLI::App& app) {
@@ -199,6 +224,9 @@ void add_launch(CLI::App& app) {
   cmd->add_option("--nproc", o->nproc, "number of processes (ranks) on this machine")->required();
   cmd->add_option("--port", o->port, "MASTER_PORT: rank 0's store listens here (default 29500)")->check(CLI::Range(1, 65535));
   cmd->add_option("--addr", o->addr, "MASTER_ADDR (default 127.0.0.1)");
+  cmd->add_flag("--no-pin", o->no_pin,
+                "leave every rank on all of this process's CPUs (default: each rank gets its own contiguous share of them, "
+                "when there are at least as many CPUs as ranks)");
   cmd->add_option("command", o->command,
                   "after --: a diffuse command line (train ...) or, when its first word is not a diffuse subcommand, any program")
       ->required();
