@@ -1,5 +1,6 @@
 // `diffuse launch`: N local ranks with torchrun's environment, their output prefixed, the first
-// failing rank's exit code, bad input exit 2; the trainers refuse a multi-process environment.
+// failing rank's exit code, bad input exit 2; the trainers not yet data-parallel refuse a multi-process
+// environment (`diffuse train` across processes: tests/pipeline/distributed_train_test.cpp).
 #include <catch2/catch.hpp>
 
 #include <chrono>
@@ -45,10 +46,10 @@ TEST_CASE("launch's bad input and a bad launch environment exit 2", "[cli][distr
   CHECK(test::run_cli("launch --nproc 2 --port 0 -- true").exit_code == 2);
   CHECK(test::run_cli("launch --help").exit_code == 0);
   // A diffuse command line runs the program itself in each rank; the trainers check the environment first.
-  const auto two = test::run_cli("launch --nproc 2 -- train --out /nonexistent/x");
+  const auto two = test::run_cli("launch --nproc 2 -- vae train --out /nonexistent/x");
   CHECK(two.exit_code == 2);
   CHECK_THAT(two.err, Contains("] diffuse: error: WORLD_SIZE=2 (rank "));  // whichever rank fails first; the other is stopped
-  CHECK_THAT(two.err, Contains("training across processes is not supported yet"));
+  CHECK_THAT(two.err, Contains("`diffuse vae train` runs as one process"));
   const auto bad = test::run("WORLD_SIZE=0 RANK=0 " + std::string(DIFFUSE_CLI) + " train --out /nonexistent/x");
   CHECK(bad.exit_code == 2);
   CHECK_THAT(bad.err, Contains("WORLD_SIZE='0'"));

@@ -28,45 +28,16 @@
 #include "diffuse/timesteps/uniform.hpp"
 #include "diffuse/training/trainer.hpp"
 #include "test_util.hpp"
+#include "tiny_training.hpp"
 
 namespace t_pipeline {
 
 using namespace diffuse;
 using diffuse::test::TempDir;
 
-// A model small enough to train a few steps in a second.
-training::TrainConfig tiny_config() {
-  auto c = training::TrainConfig::shapes_default();
-  c.model = {.depth = 2, .hidden = 32, .heads = 2, .patch = 4, .in_channels = 3, .out_channels = 0, .adm_in = 16,
-             .context_in = 16, .pos_embed_max_size = 4, .mlp_ratio = 2.0, .qk_norm = true, .x_self_attn_layers = {}};
-  c.text = {0, 16, 1, 2, 12, 3};
-  c.image_size = 16;
-  c.examples = 64;
-  c.validation_examples = 8;
-  c.batch = 8;
-  c.warmup_steps = 2;
-  c.steps = 6;
-  c.log_every = 1;
-  c.validate_every = 0;
-  c.checkpoint_minutes = 0;
-  c.sample_steps = 2;
-  c.precision = "f32";
-  return c;
-}
-
-std::vector<double> losses(const std::filesystem::path& metrics) {
-  std::vector<double> out;
-  std::ifstream in(metrics);
-  std::string line;
-  while (std::getline(in, line)) {
-    const auto j = nlohmann::json::parse(line);
-    if (j.contains("loss") && !j.contains("event")) {
-      REQUIRE(j["step"].get<std::size_t>() == out.size() + 1);  // one line per step, in order
-      out.push_back(j["loss"].get<double>());
-    }
-  }
-  return out;
-}
+using test::losses;
+using test::start_cli;
+using test::tiny_config;
 
 // Trains into `dir` and dies after step `step` as a killed process would (no final checkpoint).
 void run_killed_after(const std::filesystem::path& dir, const training::TrainConfig& c, int step) {
@@ -525,16 +496,6 @@ TEST_CASE("the SD3 recipe trains in the latent space of a frozen KL autoencoder"
 }
 
 // `diffuse train ARGS` started in the background (stdout and stderr to `log`); returns its pid.
-pid_t start_cli(const std::string& args, const std::filesystem::path& log) {
-  const std::string line = std::string("exec ") + DIFFUSE_CLI + " " + args + " >" + log.string() + " 2>&1 </dev/null";
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::execl("/bin/sh", "sh", "-c", line.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  return pid;
-}
-
 TEST_CASE("diffuse train: a run is fixed by its config and seed; SIGKILL and --resume give the same weights", "[pipeline][cli]") {
   // Issue 29: precision "auto" and the worker count are decided by the CPU, once, and recorded; the
   // tokenizer is byte-identical; --resume without a budget finishes the run's own.

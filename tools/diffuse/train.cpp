@@ -34,6 +34,7 @@ struct TrainOptions {
   double minutes = 0;
   bool resume = false, seed_set = false;
   std::uint64_t seed = 0;
+  double dist_timeout = 300;  // seconds a rank waits for the others (ProcessGroupOptions::timeout)
 };
 
 void run_train(const TrainOptions& o) {
@@ -75,11 +76,22 @@ void run_train(const TrainOptions& o) {
   const std::string recipe = o.resume ? recipe_of(o.out) : o.recipe;
   if (!o.resume && recipe == "sd3-text-stack" && c.text_stack.t5.empty() && c.text_stack.clip_l.empty() && c.text_stack.clip_g.empty())
     throw InputError("--recipe sd3-text-stack trains on SD3's released text encoders and VAE: give --encoders MODEL");
+  // Several processes (RANK / WORLD_SIZE from `diffuse launch`, torchrun or srun): join them first,
+  // so that a store that cannot be reached is reported before any work.
+  const auto env = training::distributed_env();
+  std::shared_ptr<training::ProcessGroup> group;
+  if (env.world_size > 1) {
+    if (!(o.dist_timeout > 0)) throw InputError("--dist-timeout must be positive");
+    training::ProcessGroupOptions po;
+    po.timeout = std::chrono::milliseconds(static_cast<std::int64_t>(o.dist_timeout * 1000));
+    group = std::make_shared<training::ProcessGroup>(env, po);
+  }
   with_recipe(recipe, [&]<class P>() {
     training::TrainCallbacks cb;
     cb.log = [](const std::string& s) { std::fprintf(stderr, "%s\n", s.c_str()); };
-    training::Trainer<P> trainer(o.out, c, o.resume, cb);
+    training::Trainer<P> trainer(o.out, c, o.resume, cb, group);
     const auto r = trainer.run();
+    if (group && !group->lead()) return;  // rank 0 reports the run
     std::printf("trained %d steps in %.1f min; last loss %.4f, validation loss %.4f (EMA %.4f) -> %s\n", r.steps, r.seconds / 60,
                 r.final_loss, r.val_loss, r.val_loss_ema, o.out.c_str());
   });
@@ -264,10 +276,13 @@ void add_train(CLI::App& app) {
                   "a released SD3 model (all-in-one .safetensors or diffusers folder) whose text encoders and VAE a new "
                   "MM-DiT trains on, frozen (implies --recipe sd3-text-stack)");
   cmd->add_option("--seed", t->seed, "seed (overrides the config)")->each([t](const std::string&) { t->seed_set = true; });
+  cmd->add_option("--dist-timeout", t->dist_timeout,
+                  "in a run of several processes (diffuse launch, torchrun): seconds a rank waits for the others before it "
+                  "stops with an error naming the rank")
+      ->capture_default_str();
   auto l = std::make_shared<LoraOptions>();
   add_lora_train_options(*cmd, l);
   cmd->callback([t, l, cmd] {
-    require_one_process("train");
     if (l->init.empty()) {
       if (l->any_lora_only_option())
         throw InputError("--lora-rank, --lora-alpha, --lora-targets, --dtype, --checkpoint-every and --recompute-every are LoRA fine-tuning "
@@ -277,6 +292,7 @@ void add_train(CLI::App& app) {
       run_train(*t);
       return;
     }
+    require_one_process("train --init");
     if (cmd->count("--recipe") || !t->autoencoder.empty() || !t->encoders.empty())
       throw InputError("--init fine-tunes the model it names: --recipe, --autoencoder and --encoders do not apply");
     auto o = *l;

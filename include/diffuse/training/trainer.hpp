@@ -16,6 +16,14 @@
 // the machine (precision "auto", workers 0) is decided once, at its start, and written into its
 // config.json, which a resume reads: a run is fixed by its config and seed, never by a timing.
 //
+// Several processes (training/process_group.hpp, docs/distributed.md): every rank draws the whole
+// global batch from (seed, step) as one process would, trains on its contiguous slice of it (each
+// slice's mean loss weighted by its share of the batch), and the gradients are summed over the
+// ranks before clipping and AdamW, so N ranks take one process's steps up to the order of float
+// sums. Rank 0 alone writes the run's files; the others read what it wrote (config.json, the
+// tokenizer, the feature cache) and receive its initial weights; rank 0's clock decides
+// time budgets for all.
+//
 // Its parts: train_config.hpp (TrainConfig), step_randomness.hpp (what is random in a step),
 // checkpoint_files.hpp, run_records.hpp (what the loop reports); this header is the loop.
 //
@@ -63,6 +71,7 @@
 #include "diffuse/training/metrics_file.hpp"
 #include "diffuse/training/objective_spec.hpp"
 #include "diffuse/training/precision_choice.hpp"
+#include "diffuse/training/process_group.hpp"
 #include "diffuse/training/run_records.hpp"
 #include "diffuse/training/shard_pool.hpp"
 #include "diffuse/training/step_randomness.hpp"
@@ -107,20 +116,34 @@ class Trainer {
 
   // Starts a new run in `dir` (which must not hold one) or, with `resume`, continues the run
   // there with its saved config.json; `config`'s steps / minutes are then the new budget (pass the
-  // saved ones to finish the run as planned).
-  Trainer(std::filesystem::path dir, TrainConfig config, bool resume, TrainCallbacks cb = {})
-      : dir_(std::move(dir)), c_(std::move(config)), cb_(std::move(cb)), ae_(c_.autoencoder_weights) {
+  // saved ones to finish the run as planned). With `group`, this process is one rank of a
+  // data-parallel run (every rank passes the same dir, config and resume).
+  Trainer(std::filesystem::path dir, TrainConfig config, bool resume, TrainCallbacks cb = {},
+          std::shared_ptr<ProcessGroup> group = nullptr)
+      : dir_(std::move(dir)), c_(std::move(config)), cb_(std::move(cb)), group_(std::move(group)),
+        lead_(!group_ || group_->lead()), ae_(c_.autoencoder_weights) {
     namespace fs = std::filesystem;
+    if (!lead_) {
+      // Rank 0 checks the folder and writes the run's files; this rank reads them once it says so.
+      group_->wait_for("setup", [&](const std::string& s) {
+        if (cb_.log) cb_.log(s);
+      });
+      if (!fs::is_regular_file(dir_ / "config.json")) throw Error(dir_.string() + ": rank 0 wrote no config.json");
+    }
     const bool has_run = fs::exists(dir_ / "state.json");
-    if (resume && !has_run) throw InputError(dir_.string() + ": nothing to resume (no state.json)");
-    if (!resume && has_run)
+    if (lead_ && resume && !has_run) throw InputError(dir_.string() + ": nothing to resume (no state.json)");
+    if (lead_ && !resume && has_run)
       throw InputError(dir_.string() + ": already holds a training run; pass --resume to continue it or choose another --out");
-    if (resume) {
+    const bool reads_files = resume || !lead_;  // the tokenizer and config.json exist (rank 0's or the run's)
+    if (reads_files) {
       auto saved = load_config<TrainConfig>(dir_ / "config.json", TrainConfig::shapes_default());
       saved.steps = c_.steps, saved.minutes = c_.minutes;  // the new budget
       c_ = saved;
     }
     c_.validate();
+    if (group_ && c_.batch < group_->size())
+      throw InputError("batch " + std::to_string(c_.batch) + " is smaller than the " + std::to_string(group_->size()) +
+                       " processes of the run: each rank needs at least one example of the global batch");
     if (!c_.objective.empty()) objective_ = objective_from_spec<typename P::objective_type>(c_.objective);
     std::optional<data::ImageFolder> folder;
     if (!c_.data.empty()) {
@@ -133,11 +156,11 @@ class Trainer {
                                                     : folder->skipped().front().file + ": " + folder->skipped().front().reason) +
                          ")");
     }
-    fs::create_directories(dir_);
+    if (lead_) fs::create_directories(dir_);
     log("recipe: " + P::describe());
-    if (!resume) trainer_detail::write_text(dir_ / "recipe.txt", P::describe() + "\n");
+    if (!reads_files) trainer_detail::write_text(dir_ / "recipe.txt", P::describe() + "\n");
     if constexpr (LearnedConditioning<Conditioning>) {
-      if (!resume) {
+      if (!reads_files) {
         // The tokenizer learns the run's captions: a folder's, or the first shapes examples' (every
         // word of the grammar occurs there).
         std::vector<std::string> words;
@@ -164,7 +187,7 @@ class Trainer {
     if (folder) {
       // The positional table covers the widest bucket (SD3 crops it to each bucket's grid).
       const int table = c_.model.pos_embed_max_size;
-      if (!resume)
+      if (!reads_files)
         for (const auto& b : usable_buckets(c_.image_size, multiple, 1 << 20, c_.max_aspect, "train config"))
           c_.model.pos_embed_max_size = std::max(c_.model.pos_embed_max_size, std::max(b.width, b.height) / multiple);
       if (c_.model.pos_embed_max_size != table)
@@ -180,9 +203,11 @@ class Trainer {
     } else {
       log("precision " + c_.precision + (resume ? " (the run's config.json)" : ""));
     }
-    if (c_.workers == 0) c_.workers = std::min(usable_hardware_threads(), c_.batch);
+    // One worker per usable core, at most one per example of a rank's slice (`diffuse launch` gives
+    // each rank its share of the cores).
+    if (c_.workers == 0) c_.workers = std::min(usable_hardware_threads(), c_.batch / (group_ ? group_->size() : 1));
     bf16_ = c_.precision == "bf16";
-    if (!resume) trainer_detail::write_text(dir_ / "config.json", config_to_string(c_) + "\n");
+    if (!reads_files) trainer_detail::write_text(dir_ / "config.json", config_to_string(c_) + "\n");
 
     const auto t0 = std::chrono::steady_clock::now();
     if (!folder) open_shapes_data();
@@ -190,6 +215,7 @@ class Trainer {
     log("feature cache " + cache_path_ + " (" + std::to_string(features_.examples()) + " examples, " +
         fmt_seconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()) + ")");
     bucket_weights_ = features_.weights();
+    if (group_ && lead_) group_->announce("setup");  // config.json, the tokenizer and the feature cache are there
 
     torch::manual_seed(c_.seed);
     model_ = P::backbone_type::create(c_.model);
@@ -207,6 +233,15 @@ class Trainer {
     opt_ = std::make_unique<FlatAdamW>(model_->parameters(), adamw);  // the model's weights become views of one buffer
     ema_flat_ = flatten_into_one(ema_->parameters());
     if (resume) restore();
+    if (group_) {
+      // Rank 0's weights, EMA and AdamW moments everywhere (a resumed run's are equal already).
+      const auto st = opt_->state();
+      group_->broadcast({opt_->parameters(), ema_flat_, st[0].second, st[1].second}, "the initial weights' broadcast");
+      log("data parallel over " + std::to_string(group_->size()) + " processes: global batch " + std::to_string(c_.batch) +
+          ", " + std::to_string(c_.batch / group_->size()) + (c_.batch % group_->size() ? "-" + std::to_string(c_.batch / group_->size() + 1) : "") +
+          " examples a rank; gradients summed over Gloo in buckets of " +
+          std::to_string(group_->options().bucket_bytes >> 20) + " MiB");
+    }
     start_workers();
     const std::int64_t image_tokens = val_x0_.size(2) / c_.model.patch * (val_x0_.size(3) / c_.model.patch);
     std::int64_t n = 0;
@@ -260,6 +295,10 @@ class Trainer {
     const auto t = trainer_detail::sample_training_t(objective_, c_.timestep_shift, b, gen, x0);
     const auto noise = torch::randn(x0.sizes(), gen, torch::TensorOptions().dtype(torch::kFloat32));
     const auto in = objective_.inputs(x0, noise, t);
+    // This rank's rows of the global batch: [lo, lo + n) (all of it in one process).
+    const std::int64_t lo = group_ ? b * group_->rank() / group_->size() : 0;
+    const std::int64_t n = group_ ? b * (group_->rank() + 1) / group_->size() - lo : b;
+    const auto mine = [&](const torch::Tensor& x) { return group_ ? x.narrow(0, lo, n) : x; };
     const double lr = lr_at(step_);
     opt_->zero_grad();
     double loss_v = 0;
@@ -268,9 +307,10 @@ class Trainer {
       enter("diffuse::forward");
       {
         CpuAutocast amp(bf16_);
-        out = model_->forward(in.z, t * 1000.0, pooled, ctx);
+        out = model_->forward(mine(in.z), mine(t) * 1000.0, mine(pooled), mine(ctx));
       }
-      const auto loss = objective_.loss(out.to(torch::kFloat32), x0, noise, t).mean();
+      auto loss = objective_.loss(out.to(torch::kFloat32), mine(x0), mine(noise), mine(t)).mean();
+      if (group_) loss = loss * (static_cast<double>(n) / static_cast<double>(b));  // this rank's share of the batch mean
       enter("diffuse::backward");
       loss.backward();
       loss_v = loss.template item<double>();
@@ -280,17 +320,17 @@ class Trainer {
       enter("diffuse::shards");
       std::vector<double> shard_loss(static_cast<std::size_t>(pool_->size()));
       pool_->run([&](int k) {
-        const std::int64_t lo = b * k / pool_->size(), hi = b * (k + 1) / pool_->size();
+        const std::int64_t from = n * k / pool_->size(), to = n * (k + 1) / pool_->size();
         auto& m = k == 0 ? model_ : replicas_[static_cast<std::size_t>(k - 1)];
         m->train();
-        auto part = [&](const torch::Tensor& x) { return x.narrow(0, lo, hi - lo); };
+        auto part = [&](const torch::Tensor& x) { return x.narrow(0, lo + from, to - from); };
         torch::Tensor out;
         {
           CpuAutocast amp(bf16_);
           out = m->forward(part(in.z), part(t) * 1000.0, part(pooled), part(ctx));
         }
         const auto loss = objective_.loss(out.to(torch::kFloat32), part(x0), part(noise), part(t)).mean() *
-                          (static_cast<double>(hi - lo) / static_cast<double>(b));
+                          (static_cast<double>(to - from) / static_cast<double>(b));
         loss.backward();
         shard_loss[static_cast<std::size_t>(k)] = loss.template item<double>();
       });
@@ -300,6 +340,14 @@ class Trainer {
         replica_grads_[k].zero_();
       }
       for (double l : shard_loss) loss_v += l;
+    }
+    if (group_) {
+      // The ranks' gradients and losses, each weighted by its share, add up to the global batch's.
+      enter("diffuse::all_reduce");
+      group_->sum(opt_->gradients(), step_ + 1, "the gradient exchange");
+      auto l = torch::tensor({loss_v}, torch::kFloat64);
+      group_->sum(l, step_ + 1, "the loss exchange");
+      loss_v = l.template item<double>();
     }
     enter("diffuse::clip");
     const double norm = opt_->clip_grad_norm(c_.grad_clip);
@@ -349,51 +397,83 @@ class Trainer {
     const auto start = clock::now();
     const double base = elapsed_;
     auto now = [&] { return base + std::chrono::duration<double>(clock::now() - start).count(); };
-    double last_ckpt = now(), window_loss = 0, window_time = 0;
+    double last_ckpt = now(), window_loss = 0, window_time = 0, step_seconds = 0;  // step_seconds: steps and the control exchange
+    const double collective_before = group_ ? group_->collective_seconds() : 0;
     int window = 0;
     std::size_t next_snapshot = 0;
     while (next_snapshot < c_.snapshot_minutes.size() && c_.snapshot_minutes[next_snapshot] * 60 <= elapsed_) ++next_snapshot;
     TrainResult res;
     res.resumed = step_ > 0;
-    auto done = [&] { return c_.minutes > 0 ? now() >= c_.minutes * 60 : step_ >= c_.steps; };
+    // elapsed_ is rank 0's clock in a run of several processes, so every rank stops at the same step.
+    auto done = [&] { return c_.minutes > 0 ? elapsed_ >= c_.minutes * 60 : step_ >= c_.steps; };
+    // A PeerError (a rank died or hung) says that the last checkpoint is intact.
+    auto exchange = [&](auto&& f) {
+      const auto t0 = clock::now();
+      try {
+        f();
+      } catch (const PeerError& e) {
+        throw PeerError(std::string(e.what()) + ". " + last_checkpoint_note());
+      }
+      step_seconds += std::chrono::duration<double>(clock::now() - t0).count();
+    };
     while (!done()) {
-      const auto r = train_step();
+      StepRecord r;
+      exchange([&] { r = train_step(); });
+      elapsed_ = now();
       window_loss += r.loss, window_time += r.seconds, ++window;
       res.final_loss = r.loss;
-      elapsed_ = now();
-      metrics_line({{"step", r.step}, {"loss", r.loss}, {"grad_norm", r.grad_norm}, {"lr", r.lr}, {"seconds", elapsed_}});
-      if (step_ % c_.log_every == 0) {
-        const double ips = window / std::max(window_time, 1e-9);
-        std::string eta;
-        if (c_.minutes > 0) eta = fmt_seconds(c_.minutes * 60 - elapsed_);
-        else eta = fmt_seconds((c_.steps - step_) / std::max(ips, 1e-9));
-        char buf[256];
-        std::snprintf(buf, sizeof buf, "step %d%s  loss %.4f  lr %.2g  %.2f it/s  %.0f img/s  elapsed %s  ETA %s", step_,
-                      c_.minutes > 0 ? "" : ("/" + std::to_string(c_.steps)).c_str(), window_loss / window, r.lr, ips,
-                      ips * c_.batch, fmt_seconds(elapsed_).c_str(), eta.c_str());
-        log(buf);
-        window_loss = window_time = 0, window = 0;
+      bool stop = false;
+      if (lead_) {  // rank 0 alone logs and writes the run's files
+        metrics_line({{"step", r.step}, {"loss", r.loss}, {"grad_norm", r.grad_norm}, {"lr", r.lr}, {"seconds", elapsed_}});
+        if (step_ % c_.log_every == 0) {
+          const double ips = window / std::max(window_time, 1e-9);
+          std::string eta;
+          if (c_.minutes > 0) eta = fmt_seconds(c_.minutes * 60 - elapsed_);
+          else eta = fmt_seconds((c_.steps - step_) / std::max(ips, 1e-9));
+          char buf[256];
+          std::snprintf(buf, sizeof buf, "step %d%s  loss %.4f  lr %.2g  %.2f it/s  %.0f img/s  elapsed %s  ETA %s", step_,
+                        c_.minutes > 0 ? "" : ("/" + std::to_string(c_.steps)).c_str(), window_loss / window, r.lr, ips,
+                        ips * c_.batch, fmt_seconds(elapsed_).c_str(), eta.c_str());
+          log(buf);
+          window_loss = window_time = 0, window = 0;
+        }
+        if (c_.validate_every > 0 && step_ % c_.validate_every == 0) validate_now();
+        while (next_snapshot < c_.snapshot_minutes.size() && elapsed_ >= c_.snapshot_minutes[next_snapshot] * 60) {
+          snapshot(c_.snapshot_minutes[next_snapshot]);
+          ++next_snapshot;
+        }
       }
-      if (c_.validate_every > 0 && step_ % c_.validate_every == 0) validate_now();
-      while (next_snapshot < c_.snapshot_minutes.size() && elapsed_ >= c_.snapshot_minutes[next_snapshot] * 60) {
-        snapshot(c_.snapshot_minutes[next_snapshot]);
-        ++next_snapshot;
+      stop = cb_.keep_going && !cb_.keep_going(step_);
+      if (lead_) {
+        const bool periodic = (c_.checkpoint_every > 0 && step_ % c_.checkpoint_every == 0) ||
+                              (c_.checkpoint_minutes > 0 && elapsed_ - last_ckpt >= c_.checkpoint_minutes * 60);
+        if (periodic && !stop && !done()) {
+          save_checkpoint();
+          write_plots();  // loss curve and sample sheet during training too
+          last_ckpt = elapsed_;
+        }
       }
-      const bool stop = cb_.keep_going && !cb_.keep_going(step_);
-      const bool periodic = (c_.checkpoint_every > 0 && step_ % c_.checkpoint_every == 0) ||
-                            (c_.checkpoint_minutes > 0 && elapsed_ - last_ckpt >= c_.checkpoint_minutes * 60);
-      if (periodic && !stop && !done()) {
-        save_checkpoint();
-        write_plots();  // loss curve and sample sheet during training too
-        last_ckpt = elapsed_;
+      if (group_) {
+        // Rank 0's clock and any rank's wish to stop, so that every rank ends at the same step.
+        auto control = torch::tensor({lead_ ? elapsed_ : 0.0, stop ? 1.0 : 0.0}, torch::kFloat64);
+        exchange([&] { group_->sum(control, step_, "the step's control exchange"); });
+        elapsed_ = control[0].template item<double>();
+        stop = control[1].template item<double>() > 0;
       }
       if (stop) break;
     }
+    res.steps = step_;
+    if (group_ && step_seconds > 0) {
+      char buf[160];
+      std::snprintf(buf, sizeof buf, "rank 0's steps: %.1f s, of which %.2f s (%.1f%%) in collectives (gradients, loss, control)", step_seconds,
+                    group_->collective_seconds() - collective_before, 100.0 * (group_->collective_seconds() - collective_before) / step_seconds);
+      log(buf);
+    }
+    if (!lead_) return res;
     elapsed_ = now();
     std::tie(res.val_loss, res.val_loss_ema) = validate_now();
     res.checkpoint = save_checkpoint();
     write_plots();
-    res.steps = step_;
     res.seconds = elapsed_;
     return res;
   }
@@ -458,13 +538,17 @@ class Trainer {
         where = p.key();
         break;
       }
-    metrics_line({{"step", step_ + 1}, {"event", "non-finite"}, {"loss", std::to_string(loss)}, {"grad_norm", std::to_string(norm)}});
-    const auto st = std::filesystem::exists(dir_ / "state.json") ? "the last checkpoint (state.json) is intact and --resume continues from it"
-                                                                  : "no checkpoint was written yet";
+    if (lead_) metrics_line({{"step", step_ + 1}, {"event", "non-finite"}, {"loss", std::to_string(loss)}, {"grad_norm", std::to_string(norm)}});
+    const auto st = last_checkpoint_note();
     throw Error("training stopped at step " + std::to_string(step_ + 1) + ": non-finite loss " + std::to_string(loss) +
                 " / gradient norm " + std::to_string(norm) + "; first non-finite gradient: " + where +
-                ". The weights were not updated; " + st + ". Lower lr (now " + std::to_string(c_.lr) +
+                ". The weights were not updated. " + st + " Lower lr (now " + std::to_string(c_.lr) +
                 ") or raise warmup_steps.");
+  }
+  std::string last_checkpoint_note() const {
+    return std::filesystem::exists(dir_ / "state.json")
+               ? "The last checkpoint (state.json) is intact and --resume continues from it (with any number of processes)."
+               : "No checkpoint was written yet.";
   }
   std::pair<double, double> validate_now() {
     const auto [v, ve] = validation_loss();
@@ -498,7 +582,7 @@ class Trainer {
     load_adamw_state(*opt_, ck / "optimizer.safetensors");
     step_ = st["step"].get<int>();
     elapsed_ = st.value("elapsed_seconds", 0.0);
-    metrics_.forget_after(step_);  // those steps run again
+    if (lead_) metrics_.forget_after(step_);  // those steps run again
     log("resumed at step " + std::to_string(step_) + " from " + ck.string());
   }
   // The shapes world: the examples [0, examples) encoded into the feature cache, the category
@@ -536,7 +620,7 @@ class Trainer {
   // example). Worker 0 runs the model itself; each other worker a replica whose parameters are
   // views of the model's (so the optimizer's update reaches all) with gradients of its own.
   void start_workers() {
-    const int n = std::min(c_.workers, c_.batch);  // resolved in the constructor
+    const int n = std::min(c_.workers, c_.batch / (group_ ? group_->size() : 1));  // resolved in the constructor; <= a rank's rows
     if (n <= 1) return;
     for (int k = 1; k < n; ++k) {
       auto r = P::backbone_type::create(c_.model);
@@ -548,7 +632,7 @@ class Trainer {
   }
   void metrics_line(const nlohmann::json& j) { metrics_.append(j); }
   void log(const std::string& s) const {
-    if (cb_.log) cb_.log(s);
+    if (cb_.log && lead_) cb_.log(s);
   }
   static std::string fmt_seconds(double s) {
     char b[32];
@@ -562,6 +646,8 @@ class Trainer {
   TrainConfig c_;
   bool bf16_ = false;  // products in bf16 autocast: precision "bf16" (or "auto" resolved to it)
   TrainCallbacks cb_;
+  std::shared_ptr<ProcessGroup> group_;  // null: one process
+  bool lead_ = true;                     // rank 0 (or one process): logs and writes the run's files
   Autoencoder ae_;
   std::optional<Conditioning> cond_;
   typename P::objective_type objective_{};
