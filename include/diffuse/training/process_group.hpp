@@ -120,7 +120,9 @@ class ProcessGroup {
   // options().bucket_bytes, all started before the first is waited for.
   void sum(const torch::Tensor& flat, int step, const std::string& what) {
     if (!flat.is_contiguous() || flat.dim() != 1) throw Error("ProcessGroup::sum: needs a contiguous 1-d tensor");
-    set("diffuse/at/" + std::to_string(env_.rank), std::to_string(step));
+    // Where this rank is, for the others' diagnosis of a hang: once a step (a store write is a round
+    // trip to rank 0's store thread, up to milliseconds when the ranks are pinned to one core each).
+    if (step != at_step_) set("diffuse/at/" + std::to_string(env_.rank), std::to_string(step)), at_step_ = step;
     collective(what, step, [&] {
       const std::int64_t per = std::max<std::int64_t>(1, o_.bucket_bytes / static_cast<std::int64_t>(flat.element_size()));
       std::vector<std::vector<torch::Tensor>> buckets;
@@ -247,6 +249,7 @@ class ProcessGroup {
   c10::intrusive_ptr<c10d::TCPStore> store_;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg_;
   double collective_seconds_ = 0;
+  int at_step_ = -1;  // the step last written to the store
 };
 
 }  // namespace diffuse::training
