@@ -62,16 +62,14 @@ class ProcessGroup {
     so.numWorkers = static_cast<std::size_t>(env.world_size);
     so.waitWorkers = true;
     so.timeout = o.timeout;
-    const auto where = env.master_addr + ":" + std::to_string(env.master_port);
-    const auto who = "rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size);
     try {
       store_ = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
     } catch (const std::exception& e) {
       if (env.rank == 0)
-        throw InputError(who + ": cannot serve the store at " + where + " or not every rank joined within " + seconds(o.timeout) +
-                         " (" + first_line(e.what()) + ")");
-      throw InputError(who + ": cannot reach the store at " + where + " (MASTER_ADDR:MASTER_PORT) within " + seconds(o.timeout) +
-                       " (" + first_line(e.what()) + ")");
+        throw InputError(prefix() + "cannot serve the store at " + address() + " or not every rank joined within " +
+                         seconds(o.timeout) + " (" + first_line(e.what()) + ")");
+      throw InputError(prefix() + "cannot reach the store at " + address() + " (MASTER_ADDR:MASTER_PORT) within " +
+                       seconds(o.timeout) + " (" + first_line(e.what()) + ")");
     }
     char host[256] = {};
     ::gethostname(host, sizeof host - 1);
@@ -88,14 +86,14 @@ class ProcessGroup {
                               : local           ? c10d::ProcessGroupGloo::createDeviceForHostname(env.master_addr)
                                                 : c10d::ProcessGroupGloo::createDefaultDevice());
     } catch (const std::exception& e) {
-      throw InputError(who + ": no network device for Gloo (" + (ifname && *ifname ? "GLOO_SOCKET_IFNAME=" + std::string(ifname) : "this host's name") +
+      throw InputError(prefix() + "no network device for Gloo (" + (ifname && *ifname ? "GLOO_SOCKET_IFNAME=" + std::string(ifname) : "this host's name") +
                        "): " + first_line(e.what()));
     }
     opts->threads = 2;
     try {
       pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store_, env.rank, env.world_size, opts);
     } catch (const std::exception& e) {
-      throw PeerError(who + ": the process group did not form within " + seconds(o.timeout) + " (" + first_line(e.what()) + ")");
+      throw PeerError(prefix() + "the process group did not form within " + seconds(o.timeout) + " (" + first_line(e.what()) + ")");
     }
   }
 
@@ -103,7 +101,7 @@ class ProcessGroup {
   int size() const { return env_.world_size; }
   bool lead() const { return env_.rank == 0; }
   const ProcessGroupOptions& options() const { return o_; }
-  // Seconds spent in all-reduces and broadcasts so far (benchmarks report it against the step).
+  // Seconds spent in all-reduces and broadcasts so far (the trainer reports it against its steps).
   double collective_seconds() const { return collective_seconds_; }
 
   // Every rank's tensors become rank 0's (in place; each contiguous, the same shapes everywhere).
@@ -125,8 +123,11 @@ class ProcessGroup {
     if (step != at_step_) set("diffuse/at/" + std::to_string(env_.rank), std::to_string(step)), at_step_ = step;
     collective(what, step, [&] {
       const std::int64_t per = std::max<std::int64_t>(1, o_.bucket_bytes / static_cast<std::int64_t>(flat.element_size()));
+      const auto n = (flat.numel() + per - 1) / per;
       std::vector<std::vector<torch::Tensor>> buckets;
       std::vector<c10::intrusive_ptr<c10d::Work>> work;
+      buckets.reserve(static_cast<std::size_t>(n));  // allreduce takes each bucket's vector by reference
+      work.reserve(static_cast<std::size_t>(n));
       for (std::int64_t at = 0; at < flat.numel(); at += per) {
         buckets.push_back({flat.narrow(0, at, std::min(per, flat.numel() - at))});
         work.push_back(pg_->allreduce(buckets.back()));

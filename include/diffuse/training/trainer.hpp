@@ -406,8 +406,9 @@ class Trainer {
     res.resumed = step_ > 0;
     // elapsed_ is rank 0's clock in a run of several processes, so every rank stops at the same step.
     auto done = [&] { return c_.minutes > 0 ? elapsed_ >= c_.minutes * 60 : step_ >= c_.steps; };
-    // A PeerError (a rank died or hung) says that the last checkpoint is intact.
-    auto exchange = [&](auto&& f) {
+    // Times a step or the control sum; a PeerError (a rank died or hung) gains the note that the
+    // last checkpoint is intact.
+    auto timed = [&](auto&& f) {
       const auto t0 = clock::now();
       try {
         f();
@@ -418,7 +419,7 @@ class Trainer {
     };
     while (!done()) {
       StepRecord r;
-      exchange([&] { r = train_step(); });
+      timed([&] { r = train_step(); });
       elapsed_ = now();
       window_loss += r.loss, window_time += r.seconds, ++window;
       res.final_loss = r.loss;
@@ -456,7 +457,7 @@ class Trainer {
       if (group_) {
         // Rank 0's clock and any rank's wish to stop, so that every rank ends at the same step.
         auto control = torch::tensor({lead_ ? elapsed_ : 0.0, stop ? 1.0 : 0.0}, torch::kFloat64);
-        exchange([&] { group_->sum(control, step_, "the step's control exchange"); });
+        timed([&] { group_->sum(control, step_, "the step's control exchange"); });
         elapsed_ = control[0].template item<double>();
         stop = control[1].template item<double>() > 0;
       }
